@@ -1,0 +1,43 @@
+"""Sessions: tests (per backend), lint, typecheck, bench."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+
+INSTALL = ("-c", "constraints.txt")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The default suite, every backend (the README's test command)."""
+    session.install(*INSTALL, "-e", ".[all,test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(name="tests-numpy")
+def tests_numpy(session: nox.Session) -> None:
+    """The suite with only NumPy installed: framework tests skip, the core must pass."""
+    session.install(*INSTALL, "-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    session.install(*INSTALL, "-e", ".", "mypy")
+    session.run("mypy", "--strict", "src/looprt")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks; prints one table per benchmark."""
+    session.install(*INSTALL, "-e", ".[all,test]")
+    session.run("python", "benchmarks/bench_overhead.py", *session.posargs)

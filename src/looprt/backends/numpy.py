@@ -1,0 +1,48 @@
+"""The NumPy backend: the reference adapter, with state held in NumPy arrays.
+
+State arrays are passed to steps by reference: update them in place
+(``w -= lr * grad``, ``w[...] = new``). Fetched arrays are independent
+copies when they are state; 0-d arrays come back as NumPy scalars, as TF does.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from looprt.backends.protocol import ProgramBackend
+
+if TYPE_CHECKING:
+    from looprt.program import State
+
+__all__ = ["NumpyBackend"]
+
+
+class NumpyBackend(ProgramBackend):
+    """Runs programs whose state is NumPy arrays (or other copyable objects)."""
+
+    name = "numpy"
+
+    def snapshot(self, value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            return value[()] if value.ndim == 0 else value.copy()
+        return copy.deepcopy(value)
+
+    def to_host(self, value: Any) -> Any:
+        if type(value) is np.ndarray and value.ndim == 0:
+            return value[()]
+        return value
+
+    def assign(self, state: State, value: Any) -> None:
+        live = state.value
+        if isinstance(live, np.ndarray):
+            new = np.asarray(value)
+            if new.shape != live.shape:
+                raise ValueError(
+                    f"state {state.name!r} has shape {live.shape}; the value to restore has {new.shape}"
+                )
+            live[...] = new
+        else:
+            state.value = copy.deepcopy(value)

@@ -1,0 +1,179 @@
+"""``HookedSession``: one run = every hook's ``before_run``, one backend run, ``after_run``.
+
+The caller's fetches and every hook's fetches become one request to the raw
+session (which evaluates each unique leaf once); each requester gets its own
+structure back. Hooks whose methods are the base no-ops are never called, and
+on a run where no hook fetches anything the caller's fetches go to the raw
+session untouched, with no merged structure built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from looprt.errors import FeedConflictError, HookRequestError, StopRequestedError
+from looprt.hooks.dispatch import calls
+from looprt.hooks.session_run_hook import SessionRunArgs, SessionRunContext, SessionRunValues
+from looprt.run_options import RunMetadata, RunOptions, merge_run_options
+from looprt.wrapped_session import WrappedSession
+
+__all__ = ["HookedSession"]
+
+_ARGS_FIELDS = SessionRunArgs._fields
+_CALLER = "caller"
+
+
+class HookedSession(WrappedSession):
+    """Calls the hooks around each run of the raw session ``sess``.
+
+    ``new_options`` and ``new_metadata`` make the per-run options and metadata
+    objects. With ``share_defaults`` (the default) a run that nobody asked to
+    trace reuses one options and one metadata object instead of making new
+    ones; backends whose sessions fill or mutate them per run turn it off.
+    """
+
+    def __init__(
+        self,
+        sess: Any,
+        hooks: Sequence[Any],
+        *,
+        new_options: Callable[[], Any] = RunOptions,
+        new_metadata: Callable[[], Any] = RunMetadata,
+        share_defaults: bool = True,
+    ) -> None:
+        super().__init__(sess)
+        self._hooks = list(hooks)
+        self._before_run = calls(self._hooks, "before_run")
+        self._after_run = calls(self._hooks, "after_run")
+        self._any_hooks = bool(self._before_run or self._after_run)
+        self._new_options = new_options
+        self._new_metadata = new_metadata
+        self._share_defaults = share_defaults
+        if share_defaults:
+            self._default_options = new_options()
+            self._default_metadata = new_metadata()
+            self._default_values = SessionRunValues(
+                None, self._default_options, self._default_metadata
+            )
+        self._should_stop = False
+
+    def check_stop(self) -> bool:
+        return self._should_stop
+
+    def run(
+        self,
+        fetches: Any,
+        feed_dict: Any = None,
+        options: Any = None,
+        run_metadata: Any = None,
+    ) -> Any:
+        if self._should_stop:
+            raise StopRequestedError("Run called even after should_stop requested.")
+        sess = self._sess
+        if not self._any_hooks:
+            return sess.run(
+                fetches=fetches, feed_dict=feed_dict, options=options, run_metadata=run_metadata
+            )
+
+        context = SessionRunContext(SessionRunArgs(fetches, feed_dict), sess)
+        merged: dict[Any, Any] | None = None
+        hook_feeds: dict[Any, Any] | None = None
+        feeders: dict[Any, Any] | None = None
+        for hook, before_run in self._before_run:
+            request = before_run(context)
+            if request is None:
+                continue
+            if type(request) is not SessionRunArgs:
+                _check_request(hook, request)
+            if request.fetches is not None:
+                if merged is None:
+                    merged = {_CALLER: fetches}
+                merged[hook] = request.fetches
+            if request.feed_dict:
+                if hook_feeds is None:
+                    hook_feeds, feeders = {}, {}
+                _add_hook_feeds(hook_feeds, feeders, request.feed_dict, hook)  # type: ignore[arg-type]
+            if request.options:
+                if options is None:
+                    options = self._new_options()
+                merge_run_options(options, request.options)
+
+        if hook_feeds is not None:
+            feed_dict = _merge_caller_feeds(hook_feeds, feeders, feed_dict)  # type: ignore[arg-type]
+
+        shared_values = None
+        if options is None:
+            if self._share_defaults:
+                options = self._default_options
+            else:
+                options = self._new_options()
+        if run_metadata is None:
+            if self._share_defaults and not getattr(options, "trace_level", 0):
+                run_metadata = self._default_metadata
+                if options is self._default_options:
+                    shared_values = self._default_values
+            else:
+                run_metadata = self._new_metadata()
+        if shared_values is None:
+            shared_values = SessionRunValues(None, options, run_metadata)
+
+        if merged is None:
+            result = sess.run(
+                fetches=fetches, feed_dict=feed_dict, options=options, run_metadata=run_metadata
+            )
+            for _, after_run in self._after_run:
+                after_run(context, shared_values)
+        else:
+            outputs = sess.run(
+                fetches=merged, feed_dict=feed_dict, options=options, run_metadata=run_metadata
+            )
+            for hook, after_run in self._after_run:
+                if hook in merged:
+                    after_run(context, SessionRunValues(outputs[hook], options, run_metadata))
+                else:
+                    after_run(context, shared_values)
+            result = outputs[_CALLER]
+        if context._stop_requested:
+            self._should_stop = True
+        return result
+
+
+def _check_request(hook: Any, request: Any) -> None:
+    """Accept ``SessionRunArgs`` from any framework (TF's too); reject the rest."""
+    if isinstance(request, tuple) and getattr(request, "_fields", None) == _ARGS_FIELDS:
+        return
+    raise HookRequestError(
+        f"{type(hook).__name__}.before_run returned {type(request).__name__} {request!r:.80}; "
+        "it must return SessionRunArgs(fetches, feed_dict, options) or None"
+    )
+
+
+def _add_hook_feeds(
+    hook_feeds: dict[Any, Any], feeders: dict[Any, Any], feeds: Mapping[Any, Any], hook: Any
+) -> None:
+    clash = [key for key in feeds if key in hook_feeds]
+    if clash:
+        detail = ", ".join(
+            f"{key!r} (fed by {type(feeders[key]).__name__} and {type(hook).__name__})"
+            for key in clash
+        )
+        raise FeedConflictError(f"Same tensor is fed by two hooks. Conflict(s): {detail}")
+    hook_feeds.update(feeds)
+    for key in feeds:
+        feeders[key] = hook
+
+
+def _merge_caller_feeds(
+    hook_feeds: dict[Any, Any], feeders: dict[Any, Any], caller_feeds: Any
+) -> dict[Any, Any]:
+    if not caller_feeds:
+        return hook_feeds
+    clash = [key for key in caller_feeds if key in hook_feeds]
+    if clash:
+        detail = ", ".join(f"{key!r} (fed by {type(feeders[key]).__name__})" for key in clash)
+        raise FeedConflictError(
+            f"Same tensor is fed by a SessionRunHook and user. Conflict(s): {detail}"
+        )
+    hook_feeds.update(caller_feeds)
+    return hook_feeds

@@ -1,0 +1,226 @@
+"""``ProgramSession``: the raw session of the eager backends; runs a ``Program``.
+
+One ``run`` evaluates a fetch structure in a fixed order:
+
+1. state is read (host snapshots taken before any step runs, which is what
+   TF's hooks assume of the global step);
+2. every step needed by a fetched step or output runs once, in the order the
+   steps were declared; each input it takes is resolved at most once per run
+   (the fed value, else the next item of its iterable, else its default);
+3. outputs and fetched inputs are converted to host values.
+
+Inputs are never pulled for a run that fetches only state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from looprt.errors import ClosedSessionError, FeedError
+from looprt.program import Handle, Input, Output, Program, State, Step
+from looprt.structure import FetchPlan, PlanCache
+
+__all__ = ["ProgramSession"]
+
+
+class _Resolved:
+    """A plan's leaves, sorted by what evaluating them takes."""
+
+    __slots__ = ("reads", "steps", "outputs", "inputs")
+
+    def __init__(self, plan: FetchPlan, program: Program) -> None:
+        self.reads: list[tuple[int, State]] = []
+        self.outputs: list[tuple[int, Output]] = []
+        self.inputs: list[tuple[int, Input]] = []
+        steps: set[Step] = set()
+        for position, leaf in enumerate(plan.leaves):
+            handle = _handle_for(plan, position, leaf, program)
+            if isinstance(handle, State):
+                self.reads.append((position, handle))
+            elif isinstance(handle, Step):
+                steps.add(handle)
+            elif isinstance(handle, Output):
+                steps.add(handle.step)
+                self.outputs.append((position, handle))
+            else:
+                self.inputs.append((position, handle))  # type: ignore[arg-type]
+        self.steps = sorted(steps, key=lambda s: s.index)
+
+
+def _handle_for(plan: FetchPlan, position: int, leaf: Any, program: Program) -> Handle:
+    if isinstance(leaf, Handle):
+        if leaf.program is not program:
+            raise plan.error(
+                position,
+                f"is {leaf!r}, which belongs to program {leaf.program.name!r}, "
+                f"not to the session's program {program.name!r}",
+            )
+        return leaf
+    if isinstance(leaf, str):
+        handle = program.lookup(leaf)
+        if handle is None:
+            raise plan.error(
+                position,
+                f"names {leaf!r}, which program {program.name!r} does not have "
+                f"(it has {', '.join(map(repr, program.handles))})",
+            )
+        return handle
+    raise plan.error(
+        position,
+        f"is a {type(leaf).__name__} ({leaf!r:.60}), not a handle or a name of "
+        f"program {program.name!r}",
+    )
+
+
+class _RunInputs:
+    """Input values for one run, resolved on first use."""
+
+    __slots__ = ("feeds", "values", "backend")
+
+    def __init__(self, feeds: dict[Input, Any], backend: Any) -> None:
+        self.feeds = feeds
+        self.values: dict[Input, Any] = {}
+        self.backend = backend
+
+    def get(self, handle: Input) -> Any:
+        if handle in self.feeds:
+            return self.feeds[handle]
+        values = self.values
+        if handle in values:
+            return values[handle]
+        if handle.iterable is not None:
+            value = handle.pull()
+        elif handle.required:
+            raise FeedError(
+                f"input {handle.name!r} of {handle.program.name!r} must be fed: it has no "
+                "default and no iterable"
+            )
+        else:
+            value = handle.default
+        value = values[handle] = self.backend.from_feed(value)
+        return value
+
+
+class ProgramSession:
+    """Evaluates fetches of one ``Program`` on its backend.
+
+    ``graph`` is the program (the eager stand-in for a TF graph). Running the
+    session directly calls no hooks.
+    """
+
+    def __init__(self, program: Program, target: str = "", config: Any = None) -> None:
+        self.program = program
+        self.backend = program.backend
+        self.target = target
+        self.config = config
+        self._plans = PlanCache()
+        self._feed_keys: dict[Any, Input] = {}
+        self._closed = False
+
+    @property
+    def graph(self) -> Program:
+        return self.program
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        self._closed = True
+
+    def __enter__(self) -> ProgramSession:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def run(
+        self,
+        fetches: Any,
+        feed_dict: Mapping[Any, Any] | None = None,
+        options: Any = None,
+        run_metadata: Any = None,
+    ) -> Any:
+        """Evaluate ``fetches`` (a structure of handles or names) and return host values."""
+        if self._closed:
+            raise ClosedSessionError("Attempted to use a closed Session.")
+        plan = self._plans.plan(fetches)
+        resolved: _Resolved | None = plan.resolved
+        if resolved is None:
+            resolved = plan.resolved = _Resolved(plan, self.program)
+        backend = self.backend
+        inputs = _RunInputs(self._feeds(feed_dict) if feed_dict else {}, backend)
+        values: list[Any] = [None] * len(plan.leaves)
+        for position, state in resolved.reads:
+            values[position] = backend.snapshot(state.value)
+        results: dict[Step, Mapping[str, Any]] = {}
+        for step in resolved.steps:
+            results[step] = self._run_step(step, inputs)
+        for position, output in resolved.outputs:
+            step_results = results[output.step]
+            try:
+                value = step_results[output.key]
+            except KeyError:
+                raise plan.error(
+                    position,
+                    f"asks for output {output.key!r} of step {output.step.name!r}, which it did "
+                    f"not return (it returned {', '.join(map(repr, step_results)) or 'nothing'})",
+                ) from None
+            values[position] = backend.to_host(value)
+        for position, handle in resolved.inputs:
+            values[position] = backend.to_host(inputs.get(handle))
+        return plan.rebuild(values)
+
+    def _run_step(self, step: Step, inputs: _RunInputs) -> Mapping[str, Any]:
+        kwargs = {
+            param: inputs.get(handle) if type(handle) is Input else handle.value  # type: ignore[attr-defined, arg-type]
+            for param, handle in step.bindings
+        }
+        try:
+            returned = step.fn(**kwargs)
+        except Exception as error:
+            translated = self.backend.translate_error(error)
+            if translated is not None and translated is not error:
+                raise translated from error
+            raise
+        results = step.results(returned)
+        if step.advance_global_step:
+            self.backend.increment(self.program.global_step.value)
+        return results
+
+    def _feeds(self, feed_dict: Mapping[Any, Any]) -> dict[Input, Any]:
+        feeds: dict[Input, Any] = {}
+        from_feed = self.backend.from_feed
+        for key, value in feed_dict.items():
+            try:
+                handle = self._feed_keys.get(key)
+            except TypeError:
+                raise FeedError(f"feed key {key!r:.60} is unhashable; feed inputs or their names") from None
+            if handle is None:
+                handle = self._feed_keys[key] = self._feed_key(key)
+            if handle in feeds:
+                raise FeedError(f"input {handle.name!r} is fed twice in one feed_dict (as {key!r})")
+            feeds[handle] = from_feed(value)
+        return feeds
+
+    def _feed_key(self, key: Any) -> Input:
+        program = self.program
+        handle = program.lookup(key) if isinstance(key, str) else key
+        if isinstance(handle, Input) and handle.program is program:
+            return handle
+        if isinstance(handle, Handle):
+            if handle.program is not program:
+                raise FeedError(
+                    f"feed key {key!r} belongs to program {handle.program.name!r}, not to "
+                    f"the session's program {program.name!r}"
+                )
+            raise FeedError(
+                f"feed key {key!r} is {handle.kind} {handle.name!r}; only inputs can be fed "
+                f"(inputs of {program.name!r}: {', '.join(program.inputs) or 'none'})"
+            )
+        raise FeedError(
+            f"feed key {key!r} names no input of program {program.name!r} "
+            f"(inputs: {', '.join(program.inputs) or 'none'})"
+        )
+
