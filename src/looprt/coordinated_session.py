@@ -7,6 +7,7 @@ threads and joins them within the grace period.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from looprt.coordinator import Coordinator
@@ -48,10 +49,9 @@ class CoordinatedSession(WrappedSession):
                 stop_grace_period_secs=self._stop_grace_period_secs, ignore_live_threads=True
             )
         finally:
-            try:
+            # The join's error, if any, is the one to report.
+            with contextlib.suppress(Exception):
                 super().close()
-            except Exception:  # noqa: BLE001 - the join's error, if any, is the one to report
-                pass
 
     def run(
         self,

@@ -160,7 +160,7 @@ class _MonitoredSessionBase:
             raise ClosedSessionError("Attempted to use a closed MonitoredSession.")
         return sess.run(fetches, feed_dict, options, run_metadata)
 
-    def run_step_fn(self, step_fn: Callable[[StepContext], Any]) -> Any:
+    def run_step_fn(self, step_fn: Callable[[Any], Any]) -> Any:
         """Call ``step_fn(step_context)`` with recovery; returns what it returns.
 
         ``step_context.session`` is the raw session, ``run_with_hooks`` runs

@@ -280,7 +280,15 @@ class Program:
         return handle
 
     @overload
-    def step(self, fn: Callable[..., Any], /) -> Step: ...
+    def step(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *,
+        outputs: Sequence[str] | None = None,
+        name: str | None = None,
+        advance_global_step: bool = True,
+    ) -> Step: ...
 
     @overload
     def step(
@@ -309,7 +317,7 @@ class Program:
         """
 
         def declare(f: Callable[..., Any]) -> Step:
-            step_name = name or getattr(f, "__name__", "step")
+            step_name = name or str(getattr(f, "__name__", "step"))
             self._check_new(step_name)
             bindings = self._bind(step_name, f)
             declared = None if outputs is None else tuple(outputs)
@@ -414,7 +422,8 @@ def wrap(
     [1, 2, 3]
     """
     state = dict(state or {})
-    program = Program(backend or _infer_backend(state.values()), name=name or getattr(fn, "__name__", "program"))
+    fn_name: str = getattr(fn, "__name__", "program")
+    program = Program(backend or _infer_backend(state.values()), name=name or fn_name)
     for key, value in state.items():
         program.state(key, value)
     params = [
@@ -436,9 +445,7 @@ def wrap(
     for p in params:
         if p.name not in program.handles and p.default is p.empty:
             program.input(p.name)
-    step_name = getattr(fn, "__name__", "step")
-    if not step_name.isidentifier() or step_name in program.handles:
-        step_name = "step"
+    step_name = fn_name if fn_name.isidentifier() and fn_name not in program.handles else "step"
     return program.step(fn, outputs=outputs, name=step_name, advance_global_step=advance_global_step)
 
 

@@ -174,7 +174,7 @@ class ProgramSession:
 
     def _run_step(self, step: Step, inputs: _RunInputs) -> Mapping[str, Any]:
         kwargs = {
-            param: inputs.get(handle) if type(handle) is Input else handle.value  # type: ignore[attr-defined, arg-type]
+            param: inputs.get(handle) if type(handle) is Input else handle.value  # type: ignore[attr-defined]
             for param, handle in step.bindings
         }
         try:

@@ -49,7 +49,7 @@ class Scaffold:
             def pick(mine: Any, theirs: Any) -> Any:
                 return mine if mine is not None else theirs
 
-            other = copy_from_scaffold
+            other: Scaffold = copy_from_scaffold
             init_op = pick(init_op, other._init_op)
             init_feed_dict = pick(init_feed_dict, other._init_feed_dict)
             init_fn = pick(init_fn, other._user_init_fn)
@@ -61,15 +61,15 @@ class Scaffold:
             saver = pick(saver, other._saver)
             program = pick(program, other._program)
         self._program: Program | None = getattr(program, "program", program)
-        self._init_op = init_op
-        self._init_feed_dict = init_feed_dict
-        self._user_init_fn = init_fn
-        self._ready_op = ready_op
-        self._ready_for_local_init_op = ready_for_local_init_op
-        self._local_init_op = local_init_op
-        self._local_init_feed_dict = local_init_feed_dict
-        self._summary_op = summary_op
-        self._saver = saver
+        self._init_op: Any = init_op
+        self._init_feed_dict: Any = init_feed_dict
+        self._user_init_fn: Callable[[Scaffold, Any], None] | None = init_fn
+        self._ready_op: Any = ready_op
+        self._ready_for_local_init_op: Any = ready_for_local_init_op
+        self._local_init_op: Any = local_init_op
+        self._local_init_feed_dict: Any = local_init_feed_dict
+        self._summary_op: Any = summary_op
+        self._saver: Any = saver
         self._finalized = False
 
     def finalize(self) -> Scaffold:

@@ -119,8 +119,10 @@ class SessionManager:
         self._program.backend.mark_ready(self._program)
         return sess
 
-    def wait_for_session(self, master: str = "", config: Any = None, max_wait_secs: float | None = None) -> Any:
-        """A session once the chief has made the state ready; ``DeadlineExceededError`` after ``max_wait_secs``."""
+    def wait_for_session(
+        self, master: str = "", config: Any = None, max_wait_secs: float | None = None
+    ) -> Any:
+        """A session once the chief readied the state; ``DeadlineExceededError`` past ``max_wait_secs``."""
         self._program.backend.wait_until_ready(self._program, max_wait_secs)
         sess = self._new_session(master, config)
         problem = self._run_local_init(sess)

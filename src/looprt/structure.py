@@ -123,7 +123,7 @@ def _walk(obj: Any, leaves: list[Any]) -> Any:
         extra = obj.default_factory if isinstance(obj, defaultdict) else None
         keys = tuple(obj)
         return (t, keys, tuple([_walk(obj[k], leaves) for k in keys]), extra)
-    if kind == _KIND_NAMEDTUPLE or kind == _KIND_SEQUENCE:
+    if kind in (_KIND_NAMEDTUPLE, _KIND_SEQUENCE):
         return (t, tuple([_walk(v, leaves) for v in obj]))
     fields = _fields_cache.get(t)
     if fields is None:
