@@ -54,7 +54,7 @@ class Recorder(looprt.SessionRunHook):
 def counter_program(items: Any = None, fail_at: int | None = None, abort_at: set[int] | None = None):
     """A program whose step adds x (fed, or pulled from ``items``) to state ``total``."""
     prog = looprt.Program(name="counter")
-    total = prog.state("total", np.zeros((), dtype=np.int64))
+    prog.state("total", np.zeros((), dtype=np.int64))
     if items is None:
         prog.input("x", default=1)
     else:
@@ -301,9 +301,9 @@ def test_before_run_returning_garbage_is_a_clear_error() -> None:
         def before_run(self, run_context: Any) -> Any:
             return {"fetches": add}
 
-    with pytest.raises(looprt.HookRequestError, match=r"Bad\.before_run returned dict") as info:
-        with looprt.MonitoredSession(creator_for(prog), [Bad()]) as sess:
-            sess.run(add)
+    with pytest.raises(looprt.HookRequestError, match=r"Bad\.before_run returned dict") as info, \
+            looprt.MonitoredSession(creator_for(prog), [Bad()]) as sess:
+        sess.run(add)
     assert isinstance(info.value, TypeError)
 
 
