@@ -169,8 +169,8 @@ class StopRequestedError(LooprtError, RuntimeError):
     """``run`` was called after a stop was requested."""
 
 
-class ClosedSessionError(LooprtError, RuntimeError):
-    """The session was used after it was closed."""
+class ClosedSessionError(LooprtError, RuntimeError, AttributeError):
+    """The session was used after it was closed (TF raised AttributeError here)."""
 
 
 class StepFnSignatureError(LooprtError, ValueError):

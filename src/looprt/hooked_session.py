@@ -140,8 +140,8 @@ class HookedSession(WrappedSession):
 
 
 def _check_request(hook: Any, request: Any) -> None:
-    """Accept ``SessionRunArgs`` from any framework (TF's too); reject the rest."""
-    if isinstance(request, tuple) and getattr(request, "_fields", None) == _ARGS_FIELDS:
+    """Accept ``SessionRunArgs`` from any framework (TF's too) and look-alikes; reject the rest."""
+    if all(hasattr(request, field) for field in _ARGS_FIELDS):
         return
     raise HookRequestError(
         f"{type(hook).__name__}.before_run returned {type(request).__name__} {request!r:.80}; "

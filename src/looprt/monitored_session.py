@@ -193,7 +193,8 @@ class _MonitoredSessionBase:
         exception_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> bool:
-        if exception_type is not None and issubclass(exception_type, self.clean_end_errors):
+        # Exactly these types, as TF compares them: a subclass is an error like any other.
+        if exception_type in self.clean_end_errors:
             exception_type = None
         self._close_internal(exception_type)
         return exception_type is None

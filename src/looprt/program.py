@@ -234,6 +234,7 @@ class Program:
         self.inputs: dict[str, Input] = {}
         self.states: dict[str, State] = {}
         self.steps: dict[str, Step] = {}
+        self.summaries: dict[str, Handle] = {}
         self.finalized = False
         self.ready = threading.Event()
         self._initializer: Step | None = None
@@ -342,6 +343,20 @@ class Program:
                     f"state: {', '.join(self.states)})"
                 )
         return bindings
+
+    def summary(self, tag: str, handle: Handle | str) -> None:
+        """Record ``handle`` under ``tag`` in the default summaries (a scalar or a histogram).
+
+        ``SummarySaverHook`` and ``MonitoredTrainingSession`` write these every
+        ``save_summaries_steps``; it is the program's stand-in for TF's merged
+        summary op.
+        """
+        if self.finalized:
+            raise RuntimeError(f"program {self.name!r} is finalized; declare summaries before the session")
+        resolved = self.lookup(handle) if isinstance(handle, str) else handle
+        if not isinstance(resolved, Handle) or resolved.program is not self:
+            raise ValueError(f"summary {tag!r}: {handle!r} is not a handle of program {self.name!r}")
+        self.summaries[tag] = resolved
 
     @property
     def handles(self) -> Mapping[str, Handle]:

@@ -79,6 +79,8 @@ class Scaffold:
         program = self.program
         if self._init_op is None:
             self._init_op = program.initializer
+        if self._summary_op is None and program.summaries:
+            self._summary_op = dict(program.summaries)
         if self._saver is None:
             self._saver = program.backend.default_saver(program)
         program.finalize()

@@ -8,6 +8,8 @@ copies when they are state; 0-d arrays come back as NumPy scalars, as TF does.
 from __future__ import annotations
 
 import copy
+import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,6 +20,8 @@ if TYPE_CHECKING:
     from looprt.program import State
 
 __all__ = ["NumpyBackend"]
+
+PAYLOAD = "state.npz"
 
 
 class NumpyBackend(ProgramBackend):
@@ -46,3 +50,13 @@ class NumpyBackend(ProgramBackend):
             live[...] = new
         else:
             state.value = copy.deepcopy(value)
+
+    def save_payload(self, state: Mapping[str, Any], directory: str) -> list[str]:
+        arrays = {name: np.asarray(value) for name, value in state.items()}
+        with open(os.path.join(directory, PAYLOAD), "wb") as f:
+            np.savez(f, **arrays)  # type: ignore[arg-type]
+        return [PAYLOAD]
+
+    def load_payload(self, directory: str) -> dict[str, Any]:
+        with np.load(os.path.join(directory, PAYLOAD), allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}

@@ -56,6 +56,8 @@ class Backend(Protocol):
     def mark_ready(self, program: Program) -> None: ...
     def wait_until_ready(self, program: Program, timeout: float | None) -> None: ...
     def default_saver(self, program: Program) -> Any: ...
+    def save_payload(self, state: Mapping[str, Any], directory: str) -> list[str]: ...
+    def load_payload(self, directory: str) -> dict[str, Any]: ...
     def session_manager(self, scaffold: Scaffold) -> Any: ...
 
 
@@ -113,8 +115,22 @@ class ProgramBackend:
         return None
 
     def default_saver(self, program: Program) -> Any:
-        """The saver a ``Scaffold`` without one uses (None: no checkpoints)."""
-        return None
+        """The saver a ``Scaffold`` without one uses: a ``looprt.checkpoint.Saver``."""
+        from looprt.checkpoint import Saver
+
+        return Saver(program)
+
+    def save_payload(self, state: Mapping[str, Any], directory: str) -> list[str]:
+        """Write ``state`` (from ``state_dict``) as files in ``directory``; return their names.
+
+        ``directory`` is a fresh temporary folder; the checkpoint manager
+        fsyncs, checksums and renames what is written here.
+        """
+        raise NotImplementedError(f"backend {self.name!r} cannot write checkpoints")
+
+    def load_payload(self, directory: str) -> dict[str, Any]:
+        """Read back what ``save_payload`` wrote in ``directory``."""
+        raise NotImplementedError(f"backend {self.name!r} cannot read checkpoints")
 
     def session_manager(self, scaffold: Scaffold) -> Any:
         """What prepares (chief) or waits for (worker) a session of the scaffold's program."""
