@@ -56,6 +56,11 @@ class Coordinator:
         Only the first reported exception is kept. After ``join()`` has run,
         reporting an exception raises it here instead.
         """
+        if isinstance(ex, tuple) and (len(ex) != 3 or ex[1] is None):
+            raise TypeError(
+                f"request_stop(ex): {ex!r} is not an exception or sys.exc_info() of one; "
+                "call it inside an except block or pass the exception itself"
+            )
         with self._lock:
             ex = self._filter_exception(ex)
             if self._joined and ex is not None:
@@ -169,7 +174,7 @@ class LooperThread(threading.Thread):
         kwargs: dict[str, Any] | None = None,
     ) -> None:
         if not isinstance(coord, Coordinator):
-            raise ValueError(f"'coord' argument must be a Coordinator: {coord!r}")
+            raise ValueError(f"'coord' argument must be a Coordinator: {coord}")
         super().__init__()
         self.daemon = True
         self._coord = coord
