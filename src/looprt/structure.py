@@ -120,7 +120,8 @@ def _walk(obj: Any, leaves: list[Any]) -> Any:
         leaves.append(obj)
         return _LEAF
     if kind == _KIND_MAPPING:
-        extra = obj.default_factory if isinstance(obj, defaultdict) else None
+        # A defaultdict's factory (possibly None), boxed so None means "not a defaultdict".
+        extra = (obj.default_factory,) if isinstance(obj, defaultdict) else None
         keys = tuple(obj)
         return (t, keys, tuple([_walk(obj[k], leaves) for k in keys]), extra)
     if kind in (_KIND_NAMEDTUPLE, _KIND_SEQUENCE):
@@ -191,7 +192,7 @@ def _codegen(shape: Any, index: Sequence[int]) -> Callable[[Sequence[Any]], Any]
         if kind == _KIND_MAPPING:
             pairs = "".join(f"({const(k)}, {emit(c)}), " for k, c in zip(s[1], s[2]))
             if s[3] is not None:
-                return f"{const(t)}({const(s[3])}, [{pairs}])"
+                return f"{const(t)}({const(s[3][0])}, [{pairs}])"
             return f"{const(t)}([{pairs}])"
         if kind == _KIND_NAMEDTUPLE:
             return f"{const(t)}(" + "".join(emit(c) + ", " for c in s[1]) + ")"
@@ -219,7 +220,8 @@ def _closures(shape: Any, index: Sequence[int]) -> Callable[[Sequence[Any]], Any
         if kind == _KIND_MAPPING:
             keys, extra = s[1], (s[3] if len(s) == 4 else None)
             if extra is not None:
-                return lambda v: t(extra, zip(keys, [k(v) for k in kids]))
+                factory = extra[0]
+                return lambda v: t(factory, zip(keys, [k(v) for k in kids]))
             return lambda v: t(zip(keys, [k(v) for k in kids]))
         if kind == _KIND_NAMEDTUPLE:
             return lambda v: t(*[k(v) for k in kids])
