@@ -9,6 +9,7 @@ session untouched, with no merged structure built.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -27,10 +28,12 @@ _CALLER = "caller"
 class HookedSession(WrappedSession):
     """Calls the hooks around each run of the raw session ``sess``.
 
-    ``new_options`` and ``new_metadata`` make the per-run options and metadata
-    objects. With ``share_defaults`` (the default) a run that nobody asked to
-    trace reuses one options and one metadata object instead of making new
-    ones; backends whose sessions fill or mutate them per run turn it off.
+    ``new_options`` and ``new_metadata`` make the options and metadata objects
+    hooks see. With ``share_defaults`` (the default) the raw session gets
+    options and metadata only when the caller or a hook gave some (or asked for
+    a trace), and a run nobody asked anything of shows every hook one shared,
+    reused pair. Without it, every run makes a fresh pair and passes it to the
+    raw session, exactly as TF does (the TF backend's drop-in uses that).
     """
 
     def __init__(
@@ -50,12 +53,9 @@ class HookedSession(WrappedSession):
         self._new_options = new_options
         self._new_metadata = new_metadata
         self._share_defaults = share_defaults
-        if share_defaults:
-            self._default_options = new_options()
-            self._default_metadata = new_metadata()
-            self._default_values = SessionRunValues(
-                None, self._default_options, self._default_metadata
-            )
+        self._default_options = new_options()
+        self._default_metadata = new_metadata()
+        self._default_values = SessionRunValues(None, self._default_options, self._default_metadata)
         self._should_stop = False
 
     def check_stop(self) -> bool:
@@ -77,6 +77,12 @@ class HookedSession(WrappedSession):
             )
 
         context = SessionRunContext(SessionRunArgs(fetches, feed_dict), sess)
+        if not self._share_defaults:
+            # TF's way: fresh options and metadata for every run, passed to the raw session.
+            if options is None:
+                options = self._new_options()
+            if run_metadata is None:
+                run_metadata = self._new_metadata()
         merged: dict[Any, Any] | None = None
         hook_feeds: dict[Any, Any] | None = None
         feeders: dict[Any, Any] | None = None
@@ -96,27 +102,26 @@ class HookedSession(WrappedSession):
                 _add_hook_feeds(hook_feeds, feeders, request.feed_dict, hook)  # type: ignore[arg-type]
             if request.options:
                 if options is None:
-                    options = self._new_options()
+                    # Same family as the request's (TF protobufs for TF's hooks), so a raw
+                    # TF session accepts it.
+                    options = type(request.options)()
                 merge_run_options(options, request.options)
 
         if hook_feeds is not None:
             feed_dict = _merge_caller_feeds(hook_feeds, feeders, feed_dict)  # type: ignore[arg-type]
 
-        shared_values = None
-        if options is None:
-            if self._share_defaults:
-                options = self._default_options
-            else:
-                options = self._new_options()
-        if run_metadata is None:
-            if self._share_defaults and not getattr(options, "trace_level", 0):
-                run_metadata = self._default_metadata
-                if options is self._default_options:
-                    shared_values = self._default_values
-            else:
-                run_metadata = self._new_metadata()
-        if shared_values is None:
-            shared_values = SessionRunValues(None, options, run_metadata)
+        # The raw session gets only what someone asked for (None otherwise, which any
+        # session accepts); hooks always see an options and a metadata object.
+        trace_level: Any = getattr(options, "trace_level", 0)
+        if run_metadata is None and options is not None and trace_level:
+            run_metadata = _metadata_like(options, self._new_metadata)
+        if options is None and run_metadata is None:
+            seen_options, seen_metadata = self._default_options, self._default_metadata
+            shared_values = self._default_values
+        else:
+            seen_options = self._default_options if options is None else options
+            seen_metadata = self._default_metadata if run_metadata is None else run_metadata
+            shared_values = SessionRunValues(None, seen_options, seen_metadata)
 
         if merged is None:
             result = sess.run(
@@ -130,13 +135,22 @@ class HookedSession(WrappedSession):
             )
             for hook, after_run in self._after_run:
                 if hook in merged:
-                    after_run(context, SessionRunValues(outputs[hook], options, run_metadata))
+                    after_run(context, SessionRunValues(outputs[hook], seen_options, seen_metadata))
                 else:
                     after_run(context, shared_values)
             result = outputs[_CALLER]
         if context._stop_requested:
             self._should_stop = True
         return result
+
+
+def _metadata_like(options: Any, default: Callable[[], Any]) -> Any:
+    """A fresh run metadata of the same family as ``options`` (TF's protobufs, or looprt's)."""
+    if isinstance(options, RunOptions):
+        return default()
+    module = sys.modules.get(type(options).__module__)
+    factory = getattr(module, "RunMetadata", None)
+    return factory() if factory is not None else default()
 
 
 def _check_request(hook: Any, request: Any) -> None:
