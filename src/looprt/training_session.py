@@ -41,7 +41,7 @@ def _positive(value: Any) -> bool:
     return bool(value) and value > 0
 
 
-def MonitoredTrainingSession(  # noqa: N802 - TF's name
+def MonitoredTrainingSession(
     master: str = "",
     is_chief: bool = True,
     checkpoint_dir: str | None = None,
