@@ -8,6 +8,7 @@ copies when they are state; 0-d arrays come back as NumPy scalars, as TF does.
 from __future__ import annotations
 
 import copy
+import json
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["NumpyBackend"]
 
 PAYLOAD = "state.npz"
+OTHERS = "state.json"
 
 
 class NumpyBackend(ProgramBackend):
@@ -52,11 +54,40 @@ class NumpyBackend(ProgramBackend):
             state.value = copy.deepcopy(value)
 
     def save_payload(self, state: Mapping[str, Any], directory: str) -> list[str]:
-        arrays = {name: np.asarray(value) for name, value in state.items()}
+        """Arrays (and NumPy scalars) go to ``state.npz``; other values to ``state.json``.
+
+        Nothing is pickled, so a checkpoint can be loaded without trusting it.
+        """
+        arrays: dict[str, np.ndarray] = {}
+        others: dict[str, Any] = {}
+        for name, value in state.items():
+            if isinstance(value, (np.ndarray, np.generic)):
+                if value.dtype == object:
+                    raise TypeError(f"state {name!r} is an object array; numpy checkpoints hold no objects")
+                arrays[name] = np.asarray(value)
+            else:
+                others[name] = value
         with open(os.path.join(directory, PAYLOAD), "wb") as f:
             np.savez(f, **arrays)  # type: ignore[arg-type]
-        return [PAYLOAD]
+        files = [PAYLOAD]
+        if others:
+            try:
+                text = json.dumps(others, allow_nan=True)
+            except TypeError as e:
+                raise TypeError(
+                    f"state {sorted(others)} must be NumPy arrays or JSON values to be checkpointed "
+                    f"by the numpy backend: {e}"
+                ) from None
+            with open(os.path.join(directory, OTHERS), "w", encoding="utf-8") as f:
+                f.write(text)
+            files.append(OTHERS)
+        return files
 
     def load_payload(self, directory: str) -> dict[str, Any]:
         with np.load(os.path.join(directory, PAYLOAD), allow_pickle=False) as data:
-            return {name: data[name] for name in data.files}
+            values: dict[str, Any] = {name: data[name] for name in data.files}
+        others = os.path.join(directory, OTHERS)
+        if os.path.exists(others):
+            with open(others, encoding="utf-8") as f:
+                values.update(json.load(f))
+        return values

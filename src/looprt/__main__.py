@@ -1,0 +1,3 @@
+from looprt.cli import main
+
+raise SystemExit(main())

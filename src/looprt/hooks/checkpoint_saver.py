@@ -1,0 +1,174 @@
+"""``CheckpointSaverHook``: save a checkpoint every N steps or seconds, and at the end.
+
+Mirrors ``tf.compat.v1.train.CheckpointSaverHook`` (same arguments, errors,
+trigger steps, listener calls and log messages): it saves when the session is
+created, whenever its timer fires after a run, and at the end unless the last
+save was already at the final step. Each ``CheckpointSaverListener`` hears
+about each save; one whose ``after_save`` returns True stops the training.
+
+Differences from TF: the global step is resolved in ``after_create_session``
+(a looprt program does not exist before the session); the saver is ``saver``,
+else ``scaffold.saver``, else the program's default saver (a TF graph's
+``SAVERS`` collection for a TF session); graph.pbtxt, the meta graph and the
+checkpoint ``SessionLog`` event are not written (summaries are another
+module's job); ``clock`` (seconds) can be injected for the timer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from looprt.hooks.session_run_hook import (
+    SessionRunArgs,
+    SessionRunContext,
+    SessionRunHook,
+    SessionRunValues,
+)
+from looprt.timer import SecondOrStepTimer
+from looprt.training_util import get_global_step
+
+__all__ = ["CheckpointSaverHook", "CheckpointSaverListener"]
+
+logger = logging.getLogger("looprt.hooks")
+
+
+class CheckpointSaverListener:
+    """Told about every save of a ``CheckpointSaverHook``; subclass and override.
+
+    Calls: ``begin()`` once; ``before_save`` and ``after_save`` around each
+    save (``after_save`` returning True requests a stop); ``end`` after the
+    final save.
+    """
+
+    def begin(self) -> None:
+        pass
+
+    def before_save(self, session: Any, global_step_value: Any) -> None:
+        pass
+
+    def after_save(self, session: Any, global_step_value: Any) -> bool | None:
+        pass
+
+    def end(self, session: Any, global_step_value: Any) -> None:
+        pass
+
+
+class CheckpointSaverHook(SessionRunHook):
+    """Saves checkpoints every ``save_steps`` steps or ``save_secs`` seconds (give exactly one)."""
+
+    def __init__(
+        self,
+        checkpoint_dir: str,
+        save_secs: float | None = None,
+        save_steps: int | None = None,
+        saver: Any = None,
+        checkpoint_basename: str = "model.ckpt",
+        scaffold: Any = None,
+        listeners: Iterable[Any] | None = None,
+        save_graph_def: bool = True,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        logger.info("Create CheckpointSaverHook.")
+        if saver is not None and scaffold is not None:
+            raise ValueError("You cannot provide both saver and scaffold.")
+        self._saver = saver
+        self._checkpoint_dir = checkpoint_dir
+        self._save_path = os.path.join(checkpoint_dir, checkpoint_basename)
+        self._scaffold = scaffold
+        self._timer = SecondOrStepTimer(every_secs=save_secs, every_steps=save_steps, clock=clock)
+        self._listeners = list(listeners or [])
+        # TF's value: after every run the global step is re-read and the timer asked.
+        self._steps_per_run = 1000000
+        self._save_graph_def = save_graph_def
+        self._global_step_tensor: Any = None
+
+    def _set_steps_per_run(self, steps_per_run: int) -> None:
+        self._steps_per_run = steps_per_run
+
+    def begin(self) -> None:
+        # TF's summary writer creates the directory here; savers (TF's among them) expect it.
+        os.makedirs(self._checkpoint_dir, exist_ok=True)
+        for listener in self._listeners:
+            listener.begin()
+
+    def after_create_session(self, session: Any, coord: Any) -> None:
+        self._global_step_tensor = get_global_step(session.graph)
+        global_step = session.run(self._global_step_tensor)
+        # TF writes graph.pbtxt and the meta graph here; summaries are another module's job.
+        self._save(session, global_step)
+        self._timer.update_last_triggered_step(global_step)
+
+    def before_run(self, run_context: SessionRunContext) -> SessionRunArgs:
+        return SessionRunArgs(self._global_step_tensor)
+
+    def after_run(self, run_context: SessionRunContext, run_values: SessionRunValues) -> None:
+        stale_global_step = run_values.results
+        if self._timer.should_trigger_for_step(stale_global_step + self._steps_per_run):
+            # Get the real value after the train op.
+            global_step = run_context.session.run(self._global_step_tensor)
+            if self._timer.should_trigger_for_step(global_step):
+                self._timer.update_last_triggered_step(global_step)
+                if self._save(run_context.session, global_step):
+                    run_context.request_stop()
+
+    def end(self, session: Any) -> None:
+        last_step = session.run(self._global_step_tensor)
+        if last_step != self._timer.last_triggered_step():
+            self._save(session, last_step)
+        for listener in self._listeners:
+            listener.end(session, last_step)
+
+    def _save(self, session: Any, step: Any) -> bool:
+        """Save for ``step``; whether a listener asked to stop."""
+        logger.info("Calling checkpoint listeners before saving checkpoint %d...", step)
+        for listener in self._listeners:
+            listener.before_save(session, step)
+        logger.info("Saving checkpoints for %d into %s.", step, self._save_path)
+        self._get_saver(session).save(
+            session, self._save_path, global_step=step, write_meta_graph=self._save_graph_def
+        )
+        # TF adds a SessionLog.CHECKPOINT event here; summaries are another module's job.
+        logger.info("Calling checkpoint listeners after saving checkpoint %d...", step)
+        should_stop = False
+        for listener in self._listeners:
+            if listener.after_save(session, step):
+                logger.info(
+                    "A CheckpointSaverListener requested that training be stopped. listener: %s", listener
+                )
+                should_stop = True
+        return should_stop
+
+    def _get_saver(self, session: Any) -> Any:
+        if self._saver is not None:
+            return self._saver
+        if self._scaffold is not None and self._scaffold.saver is not None:
+            return self._scaffold.saver
+        graph = session.graph
+        backend = getattr(graph, "backend", None)
+        if backend is not None:
+            saver = backend.default_saver(graph)
+            if saver is None:
+                raise RuntimeError(
+                    f"backend {backend.name!r} gives program {graph.name!r} no default saver; "
+                    "provide a saver or scaffold."
+                )
+        else:  # a TF graph: TF's rule, its one saver in the SAVERS collection
+            savers = graph.get_collection("savers")
+            if not savers:
+                raise RuntimeError(
+                    "No items in collection savers. Please add a saver to the collection "
+                    "or provide a saver or scaffold."
+                )
+            if len(savers) > 1:
+                raise RuntimeError(
+                    "More than one item in collection savers. Please indicate which one to use "
+                    "by passing it to the constructor."
+                )
+            saver = savers[0]
+        self._saver = saver
+        return saver
