@@ -3,6 +3,7 @@
 ``import looprt`` imports no framework; each backend imports its own when used.
 """
 
+from looprt.checkpoint import CheckpointManager, Saver, latest_checkpoint
 from looprt.coordinator import Coordinator, LooperThread
 from looprt.errors import (
     AbortedError,
@@ -19,7 +20,25 @@ from looprt.errors import (
     StopRequestedError,
     UnavailableError,
 )
-from looprt.hooks import SessionRunArgs, SessionRunContext, SessionRunHook, SessionRunValues
+from looprt.hooks import (
+    CheckpointSaverHook,
+    CheckpointSaverListener,
+    FeedFnHook,
+    FinalOpsHook,
+    GlobalStepWaiterHook,
+    LoggingTensorHook,
+    NanLossDuringTrainingError,
+    NanTensorHook,
+    ProfilerHook,
+    ProgressBarHook,
+    SessionRunArgs,
+    SessionRunContext,
+    SessionRunHook,
+    SessionRunValues,
+    StepCounterHook,
+    StopAtStepHook,
+    SummarySaverHook,
+)
 from looprt.monitored_session import MonitoredSession, SingularMonitoredSession
 from looprt.program import Input, Output, Program, State, Step, get_default_program, wrap
 from looprt.program_session import ProgramSession
@@ -27,32 +46,51 @@ from looprt.run_options import RunMetadata, RunOptions
 from looprt.scaffold import Scaffold
 from looprt.session_creator import ChiefSessionCreator, SessionCreator, WorkerSessionCreator
 from looprt.step_context import StepContext
+from looprt.summary import SummaryWriter, SummaryWriterCache
+from looprt.timer import NeverTriggerTimer, SecondOrStepTimer
+from looprt.training_session import MonitoredTrainingSession
+from looprt.training_util import get_global_step
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AbortedError",
     "CancelledError",
+    "CheckpointManager",
+    "CheckpointSaverHook",
+    "CheckpointSaverListener",
     "ChiefSessionCreator",
     "ClosedSessionError",
     "Coordinator",
     "DeadlineExceededError",
     "FeedConflictError",
     "FeedError",
+    "FeedFnHook",
     "FetchError",
+    "FinalOpsHook",
+    "GlobalStepWaiterHook",
     "HookRequestError",
     "Input",
+    "LoggingTensorHook",
     "LooperThread",
     "LooprtError",
     "MonitoredSession",
+    "MonitoredTrainingSession",
+    "NanLossDuringTrainingError",
+    "NanTensorHook",
+    "NeverTriggerTimer",
     "OpError",
     "OutOfRangeError",
     "Output",
+    "ProfilerHook",
     "Program",
     "ProgramSession",
+    "ProgressBarHook",
     "RunMetadata",
     "RunOptions",
+    "Saver",
     "Scaffold",
+    "SecondOrStepTimer",
     "SessionCreator",
     "SessionRunArgs",
     "SessionRunContext",
@@ -62,10 +100,17 @@ __all__ = [
     "State",
     "Step",
     "StepContext",
+    "StepCounterHook",
+    "StopAtStepHook",
     "StopRequestedError",
+    "SummarySaverHook",
+    "SummaryWriter",
+    "SummaryWriterCache",
     "UnavailableError",
     "WorkerSessionCreator",
     "__version__",
     "get_default_program",
+    "get_global_step",
+    "latest_checkpoint",
     "wrap",
 ]

@@ -33,7 +33,9 @@ def _checkpoints(args: argparse.Namespace) -> int:
         return 1
     print(f"{'step':>10}  {'written':19}  {'size':>10}  {'valid':5}  path")
     for info in infos:
-        written = datetime.datetime.fromtimestamp(info.time).strftime("%Y-%m-%d %H:%M:%S") if info.time else "?"
+        written = (
+            datetime.datetime.fromtimestamp(info.time).strftime("%Y-%m-%d %H:%M:%S") if info.time else "?"
+        )
         valid = "yes" if info.valid else "NO"
         line = f"{info.step:>10}  {written:19}  {info.size:>10}  {valid:5}  {info.path}"
         if info.problem:
@@ -43,19 +45,27 @@ def _checkpoints(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="looprt", description="looprt: monitored training loops for any framework")
+    parser = argparse.ArgumentParser(
+        prog="looprt", description="looprt: monitored training loops for any framework"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="train a small model with checkpoints, summaries and a progress bar")
+    demo = commands.add_parser(
+        "demo", help="train a small model with checkpoints, summaries and a progress bar"
+    )
     demo.add_argument("--backend", default="numpy", choices=["numpy"])
     demo.add_argument("--steps", type=int, default=1000, help="steps to train in this run (default 1000)")
-    demo.add_argument("--dir", default="looprt-demo", help="checkpoint and summary directory (default ./looprt-demo)")
+    demo.add_argument(
+        "--dir", default="looprt-demo", help="checkpoint and summary directory (default ./looprt-demo)"
+    )
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo)
     listing = commands.add_parser("checkpoints", help="list the checkpoints in a directory")
     listing.add_argument("dir")
     listing.set_defaults(run=_checkpoints)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
+    )
     return int(args.run(args))
 
 

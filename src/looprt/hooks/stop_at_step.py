@@ -1,0 +1,64 @@
+"""``StopAtStepHook``: request a stop once the global step reaches a given step.
+
+Mirrors ``tf.compat.v1.train.StopAtStepHook``. Give exactly one of
+``num_steps`` (that many steps after the global step found when the session is
+first created) or ``last_step`` (an absolute global step). After each run the
+hook predicts the global step as the value read during the run plus one, and
+only when that reaches ``last_step`` reads the global step again to confirm
+before asking the loop to stop.
+
+The global step is looked up in ``after_create_session`` from the raw
+session's ``graph`` (TF's hook does it in ``begin``), so a missing global step
+raises ``RuntimeError`` when the session is created.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from looprt.hooks.session_run_hook import (
+    SessionRunArgs,
+    SessionRunContext,
+    SessionRunHook,
+    SessionRunValues,
+)
+from looprt.training_util import get_global_step
+
+__all__ = ["StopAtStepHook"]
+
+
+class StopAtStepHook(SessionRunHook):
+    """Requests a stop at ``last_step``, or ``num_steps`` steps after the session starts."""
+
+    def __init__(self, num_steps: int | None = None, last_step: int | None = None) -> None:
+        if num_steps is None and last_step is None:
+            raise ValueError("One of num_steps or last_step must be specified.")
+        if num_steps is not None and last_step is not None:
+            raise ValueError("Only one of num_steps or last_step can be specified.")
+        self._num_steps = num_steps
+        self._last_step: Any = last_step
+        self._global_step: Any = None
+
+    @property
+    def last_step(self) -> Any:
+        """The global step at which the loop stops (None until the session exists, with ``num_steps``)."""
+        return self._last_step
+
+    def after_create_session(self, session: Any, coord: Any) -> None:
+        try:
+            self._global_step = get_global_step(session.graph)
+        except RuntimeError as error:
+            raise RuntimeError("Global step should be created to use StopAtStepHook.") from error
+        if self._last_step is None:
+            self._last_step = session.run(self._global_step) + self._num_steps
+
+    def before_run(self, run_context: SessionRunContext) -> SessionRunArgs:
+        return SessionRunArgs(self._global_step)
+
+    def after_run(self, run_context: SessionRunContext, run_values: SessionRunValues) -> None:
+        # The value fetched was read before the run's step: predict, then confirm.
+        if (
+            run_values.results + 1 >= self._last_step
+            and run_context.session.run(self._global_step) >= self._last_step
+        ):
+            run_context.request_stop()
