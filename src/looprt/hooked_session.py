@@ -10,7 +10,7 @@ session untouched, with no merged structure built.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from looprt.errors import FeedConflictError, HookRequestError, StopRequestedError
@@ -47,9 +47,14 @@ class HookedSession(WrappedSession):
     ) -> None:
         super().__init__(sess)
         self._hooks = list(hooks)
-        self._before_run = calls(self._hooks, "before_run")
-        self._after_run = calls(self._hooks, "after_run")
-        self._any_hooks = bool(self._before_run or self._after_run)
+        before = calls(self._hooks, "before_run")
+        after = calls(self._hooks, "after_run")
+        # Plain lists of bound methods keep the per-run loops short; the hook that owns
+        # a method is looked up only when it asked for something.
+        self._before_run_methods = [method for _, method in before]
+        self._after_run_methods = [method for _, method in after]
+        self._owner = {method: hook for hook, method in before + after}
+        self._any_hooks = bool(before or after)
         self._new_options = new_options
         self._new_metadata = new_metadata
         self._share_defaults = share_defaults
@@ -76,7 +81,7 @@ class HookedSession(WrappedSession):
                 fetches=fetches, feed_dict=feed_dict, options=options, run_metadata=run_metadata
             )
 
-        context = SessionRunContext(SessionRunArgs(fetches, feed_dict), sess)
+        context = _RunContext(fetches, feed_dict, sess)
         if not self._share_defaults:
             # TF's way: fresh options and metadata for every run, passed to the raw session.
             if options is None:
@@ -86,10 +91,11 @@ class HookedSession(WrappedSession):
         merged: dict[Any, Any] | None = None
         hook_feeds: dict[Any, Any] | None = None
         feeders: dict[Any, Any] | None = None
-        for hook, before_run in self._before_run:
+        for before_run in self._before_run_methods:
             request = before_run(context)
             if request is None:
                 continue
+            hook = self._owner[before_run]
             if type(request) is not SessionRunArgs:
                 _check_request(hook, request)
             if request.fetches is not None:
@@ -97,9 +103,9 @@ class HookedSession(WrappedSession):
                     merged = {_CALLER: fetches}
                 merged[hook] = request.fetches
             if request.feed_dict:
-                if hook_feeds is None:
+                if hook_feeds is None or feeders is None:
                     hook_feeds, feeders = {}, {}
-                _add_hook_feeds(hook_feeds, feeders, request.feed_dict, hook)  # type: ignore[arg-type]
+                _add_hook_feeds(hook_feeds, feeders, request.feed_dict, hook)
             if request.options:
                 if options is None:
                     # Same family as the request's (TF protobufs for TF's hooks), so a raw
@@ -107,18 +113,18 @@ class HookedSession(WrappedSession):
                     options = type(request.options)()
                 merge_run_options(options, request.options)
 
-        if hook_feeds is not None:
-            feed_dict = _merge_caller_feeds(hook_feeds, feeders, feed_dict)  # type: ignore[arg-type]
+        if hook_feeds is not None and feeders is not None:
+            feed_dict = _merge_caller_feeds(hook_feeds, feeders, feed_dict)
 
         # The raw session gets only what someone asked for (None otherwise, which any
         # session accepts); hooks always see an options and a metadata object.
-        trace_level: Any = getattr(options, "trace_level", 0)
-        if run_metadata is None and options is not None and trace_level:
-            run_metadata = _metadata_like(options, self._new_metadata)
         if options is None and run_metadata is None:
             seen_options, seen_metadata = self._default_options, self._default_metadata
             shared_values = self._default_values
         else:
+            trace_level: Any = getattr(options, "trace_level", 0)
+            if run_metadata is None and trace_level:
+                run_metadata = _metadata_like(options, self._new_metadata)
             seen_options = self._default_options if options is None else options
             seen_metadata = self._default_metadata if run_metadata is None else run_metadata
             shared_values = SessionRunValues(None, seen_options, seen_metadata)
@@ -127,13 +133,15 @@ class HookedSession(WrappedSession):
             result = sess.run(
                 fetches=fetches, feed_dict=feed_dict, options=options, run_metadata=run_metadata
             )
-            for _, after_run in self._after_run:
+            for after_run in self._after_run_methods:
                 after_run(context, shared_values)
         else:
             outputs = sess.run(
                 fetches=merged, feed_dict=feed_dict, options=options, run_metadata=run_metadata
             )
-            for hook, after_run in self._after_run:
+            owner = self._owner
+            for after_run in self._after_run_methods:
+                hook = owner[after_run]
                 if hook in merged:
                     after_run(context, SessionRunValues(outputs[hook], seen_options, seen_metadata))
                 else:
@@ -142,6 +150,27 @@ class HookedSession(WrappedSession):
         if context._stop_requested:
             self._should_stop = True
         return result
+
+
+class _RunContext(SessionRunContext):
+    """The context ``HookedSession`` makes per run: ``original_args`` built on first read."""
+
+    __slots__ = ("_fetches", "_feed_dict")
+
+    def __init__(self, fetches: Any, feed_dict: Any, session: Any) -> None:
+        # SessionRunContext.__init__ is skipped on purpose: it needs a SessionRunArgs.
+        self._fetches = fetches
+        self._feed_dict = feed_dict
+        self._session = session
+        self._stop_requested = False
+
+    @property
+    def original_args(self) -> SessionRunArgs:
+        try:
+            return self._original_args
+        except AttributeError:  # first read in this run
+            args = self._original_args = SessionRunArgs(self._fetches, self._feed_dict)
+            return args
 
 
 def _metadata_like(options: Any, default: Callable[[], Any]) -> Any:
@@ -163,9 +192,7 @@ def _check_request(hook: Any, request: Any) -> None:
     )
 
 
-def _add_hook_feeds(
-    hook_feeds: dict[Any, Any], feeders: dict[Any, Any], feeds: Mapping[Any, Any], hook: Any
-) -> None:
+def _add_hook_feeds(hook_feeds: dict[Any, Any], feeders: dict[Any, Any], feeds: Any, hook: Any) -> None:
     clash = [key for key in feeds if key in hook_feeds]
     if clash:
         detail = ", ".join(

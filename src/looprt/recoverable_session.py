@@ -107,7 +107,8 @@ class RecoverableSession(WrappedSession):
                 self.close()
                 self._sess = None
             else:
-                self._failures = 0
+                if self._failures:
+                    self._failures = 0
                 return result
 
     def run_step_fn(
