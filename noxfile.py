@@ -41,3 +41,17 @@ def bench(session: nox.Session) -> None:
     """Benchmarks; prints one table per benchmark."""
     session.install(*INSTALL, "-e", ".[all,test]")
     session.run("python", "benchmarks/bench_overhead.py", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, strictly: every page, link and API entry must resolve."""
+    session.install(*INSTALL, "-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict", *session.posargs)
+
+
+@nox.session
+def package(session: nox.Session) -> None:
+    """Build the wheel, install it in a clean venv, run `looprt demo` there."""
+    session.install(*INSTALL, "-e", ".[test]")
+    session.run("pytest", "-m", "slow", "tests/test_packaging.py", *session.posargs)

@@ -4,6 +4,8 @@
 """
 
 from looprt.checkpoint import CheckpointManager, Saver, latest_checkpoint
+import logging
+
 from looprt.coordinator import Coordinator, LooperThread
 from looprt.errors import (
     AbortedError,
@@ -52,6 +54,9 @@ from looprt.training_session import MonitoredTrainingSession
 from looprt.training_util import get_global_step
 
 __version__ = "0.1.0"
+
+# Quiet by default: the application decides where looprt's log records go.
+logging.getLogger("looprt").addHandler(logging.NullHandler())
 
 __all__ = [
     "AbortedError",
