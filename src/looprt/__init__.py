@@ -3,9 +3,9 @@
 ``import looprt`` imports no framework; each backend imports its own when used.
 """
 
-from looprt.checkpoint import CheckpointManager, Saver, latest_checkpoint
 import logging
 
+from looprt.checkpoint import CheckpointManager, Saver, latest_checkpoint
 from looprt.coordinator import Coordinator, LooperThread
 from looprt.errors import (
     AbortedError,
