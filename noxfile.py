@@ -39,8 +39,8 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks; prints one table per benchmark."""
-    session.install(*INSTALL, "-e", ".[all,test]")
-    session.run("python", "benchmarks/bench_overhead.py", *session.posargs)
+    session.install(*INSTALL, "-e", ".[all,test,bench]")
+    session.run("python", "benchmarks/bench_all.py", *session.posargs)
 
 
 @nox.session

@@ -2,7 +2,8 @@
 
 Usage::
 
-    python benchmarks/bench_overhead.py [--quick] [--json PATH] [--profile] [--no-tf]
+    python benchmarks/bench_overhead.py [--quick] [--json PATH] [--profile]
+                                        [--no-tf] [--no-ignite] [--no-training]
 
 Table 1 drives one trivial session-like object (``run`` returns a constant;
 ``close()``; ``graph = None``) made by a creator object, side by side in one
@@ -13,12 +14,19 @@ process:
   ``before_run`` and ``after_run`` -- what any runtime must spend on the hooks;
 * ``looprt.MonitoredSession`` with 0, 5 and 20 hooks;
 * ``tf.compat.v1.train.MonitoredSession`` with the same hooks, inside
-  ``with tf.Graph().as_default():`` (skipped when TensorFlow is missing).
+  ``with tf.Graph().as_default():`` (skipped when TensorFlow is missing);
+* PyTorch Ignite's ``Engine`` whose process function is the same bare run,
+  with 0, 5 and 20 handlers on ``Events.ITERATION_COMPLETED(every=100)``
+  (skipped when ``pytorch-ignite`` is missing). Ignite owns its loop, so a
+  block is one ``engine.run`` of ``--steps`` iterations over an endless
+  iterator of the same fetches.
 
 Each hook fetches ``{"x": "a"}`` on every 100th step (``before_run`` returns
 ``SessionRunArgs`` when its own counter % 100 == 0, else None) and reads
 ``run_values.results`` in ``after_run``. The same hook class serves both
-runtimes: TF duck-types hooks and ``SessionRunArgs``.
+runtimes: TF duck-types hooks and ``SessionRunArgs``. Ignite's handlers read
+``engine.state.output`` when Ignite's event filter calls them (every 100th
+iteration): the same work, in each framework's own idiom.
 
 The trivial session answers a dict of fetches with a dict of answers (TF's
 ``_HookedSession`` always sends ``{"caller": fetches, ...}``; looprt sends a
@@ -33,17 +41,31 @@ frozen out of its reach). The figures are medians over repeats (the fastest
 block is shown too); overhead = a variant's median per-step time minus the
 bare one's. A line after the table gives the overhead beyond the floor.
 
+Allocation check (5 hooks; TrivialSession): on runs where no hook fetches,
+does looprt build any result structure? Probe hooks placed first and last
+count ``sys.getallocatedblocks()`` between the first ``before_run`` and the
+last ``after_run`` (objects born during the run and still alive then, as a
+merged request or per-hook ``SessionRunValues`` would be), the raw session
+records whether it got the caller's own fetches object, and the last hook
+records whether every run showed it the one shared ``SessionRunValues``.
+``tracemalloc`` then gives the bytes allocated (peak over the run) per run by
+the floor, looprt and TF, and the live-block growth over all the runs.
+
 Table 2 is a NumPy softmax-regression training step (``looprt.Program``, one
 step with output ``loss``, minibatch 64x784 -> 10 classes, synthetic data):
-the step function called directly, the raw ``ProgramSession``, and
-``looprt.MonitoredSession`` (``ChiefSessionCreator``) with 5 hooks that
-fetch the global step every 100th run.
+the step function called directly, the raw ``ProgramSession``,
+``looprt.MonitoredSession`` (``ChiefSessionCreator``) with 5 hooks that fetch
+the global step every 100th run, and ``looprt.MonitoredTrainingSession`` with
+its default hooks (step counter, summaries every 100 steps, checkpoints every
+600 s: one at the start) writing into a temporary directory.
 
 ``--profile`` adds a cProfile listing of looprt with 5 hooks (sorted by own
-time); ``--no-tf`` leaves TensorFlow out even when it is installed.
+time); ``--no-tf`` / ``--no-ignite`` leave those columns out even when
+installed; ``--no-training`` skips table 2.
 
-The script never fails on speed: it prints whether the target (looprt's
-overhead <= 0.25 x TF's at 0 and 5 hooks) is met and exits 0.
+The script never fails on speed: it prints whether each target (looprt's
+overhead <= 0.25 x TF's and <= 0.25 x Ignite's, at 0 and 5 hooks) is met and
+exits 0.
 """
 
 from __future__ import annotations
@@ -60,7 +82,9 @@ import platform
 import pstats
 import statistics
 import sys
+import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -82,9 +106,12 @@ FETCH_EVERY = 100
 VALUE = 1.0
 CALLER_FETCHES = "loss"
 NO_FETCHES: Any = object()  # a variant whose ``run`` takes no argument
+# MonitoredTrainingSession's default hooks with a checkpoint_dir: step counter, summaries, checkpoints.
+TRAINING_HOOKS = 3
+PEERS = (("tf", "TF"), ("ignite", "Ignite"))  # (runtime, column name) looprt is compared with
 HEADER = (
     f"{'variant':<28} {'hooks':>5} {'per-step us':>12} {'overhead us':>12} "
-    f"{'looprt/TF':>10} {'min us':>10}"
+    f"{'looprt/TF':>10} {'looprt/Ignite':>14} {'min us':>10}"
 )
 
 
@@ -115,11 +142,12 @@ class TrivialSession:
 class TrivialCreator:
     """A session creator: any object with ``create_session()``, for looprt and TF alike."""
 
-    def __init__(self) -> None:
-        self.sessions: list[TrivialSession] = []
+    def __init__(self, session_type: Callable[[], Any] = TrivialSession) -> None:
+        self.session_type = session_type
+        self.sessions: list[Any] = []
 
-    def create_session(self) -> TrivialSession:
-        session = TrivialSession()
+    def create_session(self) -> Any:
+        session = self.session_type()
         self.sessions.append(session)
         return session
 
@@ -155,18 +183,33 @@ def make_hooks(count: int, fetches: Any = None) -> list[FetchEveryHook]:
     return [FetchEveryHook(fetches) for _ in range(count)]
 
 
+class IgniteHandler:
+    """Ignite's stand-in for ``FetchEveryHook``: reads the step's output when Ignite calls it."""
+
+    def __init__(self) -> None:
+        self.fetched = 0
+        self.last: Any = None
+
+    def __call__(self, engine: Any) -> None:
+        self.fetched += 1
+        self.last = {"x": engine.state.output}
+
+
 # --- timing ----------------------------------------------------------------------------
 
 
 @dataclass
 class Variant:
     name: str
-    runtime: str  # "bare", "looprt" or "tf"
+    runtime: str  # "bare", "floor", "looprt", "tf", "ignite", ...
     hooks: int
-    run: Callable[[Any], Any]
+    run: Callable[..., Any]
     fetches: Any
-    hook_objects: list[FetchEveryHook] = field(default_factory=list)
+    hook_objects: list[Any] = field(default_factory=list)
     samples_ns: list[float] = field(default_factory=list)  # per-step ns, one per repeat
+    # For a runtime that owns its loop (Ignite): block(steps) runs ``steps`` steps.
+    block: Callable[[int], None] | None = None
+    expected_fetches: int = 0  # per hook, for block variants
 
     @property
     def median_ns(self) -> float:
@@ -177,15 +220,24 @@ class Variant:
         return min(self.samples_ns)
 
 
-def time_block(run: Callable[[Any], Any], fetches: Any, steps: int) -> float:
-    """Per-step nanoseconds of ``steps`` calls of ``run(fetches)``, the collector off.
-
-    With ``fetches`` NO_FETCHES, ``run()`` is called instead.
-    """
+@contextmanager
+def collector_off() -> Iterator[None]:
     gc.collect()
     enabled = gc.isenabled()
     gc.disable()
     try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def time_block(run: Callable[..., Any], fetches: Any, steps: int) -> float:
+    """Per-step nanoseconds of ``steps`` calls of ``run(fetches)``, the collector off.
+
+    With ``fetches`` NO_FETCHES, ``run()`` is called instead.
+    """
+    with collector_off():
         loop = itertools.repeat(None, steps)
         if fetches is NO_FETCHES:
             start = time.perf_counter_ns()
@@ -197,9 +249,16 @@ def time_block(run: Callable[[Any], Any], fetches: Any, steps: int) -> float:
             for _ in loop:
                 run(fetches)
             elapsed = time.perf_counter_ns() - start
-    finally:
-        if enabled:
-            gc.enable()
+    return elapsed / steps
+
+
+def time_variant(variant: Variant, steps: int) -> float:
+    if variant.block is None:
+        return time_block(variant.run, variant.fetches, steps)
+    with collector_off():
+        start = time.perf_counter_ns()
+        variant.block(steps)
+        elapsed = time.perf_counter_ns() - start
     return elapsed / steps
 
 
@@ -209,17 +268,17 @@ def measure(variants: Sequence[Variant], steps: int, repeats: int, warmup: int) 
     gc.collect()
     gc.freeze()
     for variant in variants:
-        time_block(variant.run, variant.fetches, warmup)
+        time_variant(variant, warmup)
     for repeat in range(repeats):
         order = variants if repeat % 2 == 0 else list(reversed(variants))
         for variant in order:
-            variant.samples_ns.append(time_block(variant.run, variant.fetches, steps))
+            variant.samples_ns.append(time_variant(variant, steps))
 
 
 def check_hooks(variant: Variant) -> None:
     """Every hook got its own results back on exactly the runs it fetched."""
     for hook in variant.hook_objects:
-        expected = hook.expected_fetches()
+        expected = variant.expected_fetches if variant.block is not None else hook.expected_fetches()
         if hook.fetched != expected or (expected and hook.last != {"x": VALUE}):
             raise AssertionError(
                 f"{variant.name} ({variant.hooks} hooks): a hook fetched {expected} times but got "
@@ -237,6 +296,17 @@ def import_tensorflow() -> Any:
     except ImportError:
         return None
     return tf
+
+
+def import_ignite() -> Any:
+    """``ignite.engine`` (with ``__version__`` set to Ignite's), or None when not installed."""
+    try:
+        import ignite
+        import ignite.engine
+    except ImportError:
+        return None
+    ignite.engine.__version__ = ignite.__version__
+    return ignite.engine
 
 
 def hook_calls_floor(raw: TrivialSession, hooks: Sequence[FetchEveryHook]) -> Callable[[Any], Any]:
@@ -263,9 +333,35 @@ def hook_calls_floor(raw: TrivialSession, hooks: Sequence[FetchEveryHook]) -> Ca
     return run
 
 
+def ignite_variant(engine_module: Any, count: int) -> Variant:
+    """An Ignite ``Engine`` running the bare step, ``count`` handlers every 100 iterations."""
+    raw = TrivialCreator().create_session()
+    raw_run = raw.run
+
+    def process(engine: Any, batch: Any) -> Any:
+        return raw_run(batch)
+
+    engine = engine_module.Engine(process)
+    handlers = [IgniteHandler() for _ in range(count)]
+    for handler in handlers:
+        engine.add_event_handler(engine_module.Events.ITERATION_COMPLETED(every=FETCH_EVERY), handler)
+    data = itertools.repeat(CALLER_FETCHES)
+    variant = Variant("ignite.engine.Engine", "ignite", count, raw_run, CALLER_FETCHES, handlers)
+
+    def block(steps: int) -> None:
+        # A finished engine starts over on the next run(); every block is one epoch.
+        state = engine.run(data, max_epochs=1, epoch_length=steps)
+        if state.iteration != steps or state.output != VALUE:
+            raise AssertionError(f"Ignite ran {state.iteration} of {steps} iterations")
+        variant.expected_fetches += steps // FETCH_EVERY
+
+    variant.block = block
+    return variant
+
+
 @contextmanager
-def overhead_variants(tf: Any) -> Iterator[list[Variant]]:
-    """Bare, looprt and (if ``tf``) TF variants over trivial sessions; closed on exit."""
+def overhead_variants(tf: Any, ignite: Any = None) -> Iterator[list[Variant]]:
+    """Bare, floor, looprt, TF and Ignite variants over trivial sessions; closed on exit."""
     with ExitStack() as stack:
         raw = TrivialCreator().create_session()
         variants = [Variant("bare session.run", "bare", 0, raw.run, CALLER_FETCHES)]
@@ -289,43 +385,47 @@ def overhead_variants(tf: Any) -> Iterator[list[Variant]]:
                 variants.append(
                     Variant("tf.train.MonitoredSession", "tf", count, tf_sess.run, CALLER_FETCHES, hooks)
                 )
+        if ignite is not None:
+            variants.extend(ignite_variant(ignite, count) for count in HOOK_COUNTS)
         for variant in variants:  # a run must give the caller exactly the constant
-            if variant.run(variant.fetches) != VALUE:
+            if variant.block is None and variant.run(variant.fetches) != VALUE:
                 raise AssertionError(f"{variant.name} returned {variant.run(variant.fetches)!r}")
         yield variants
 
 
 def overhead_rows(variants: Sequence[Variant]) -> list[dict[str, Any]]:
     bare = next(v for v in variants if v.runtime == "bare")
-    tf_overhead = {v.hooks: v.median_ns - bare.median_ns for v in variants if v.runtime == "tf"}
+    peer_overhead = {
+        (v.runtime, v.hooks): v.median_ns - bare.median_ns for v in variants if v.runtime in dict(PEERS)
+    }
     # The hooks' own calls: zero without hooks, else the floor variant's overhead.
     floor = {v.hooks: v.median_ns - bare.median_ns for v in variants if v.runtime == "floor"}
     floor[0] = 0.0
     rows = []
     for variant in variants:
-        overhead = None if variant is bare else (variant.median_ns - bare.median_ns) / 1000
-        ratio = ratio_above_floor = above_floor = None
+        overhead_ns = variant.median_ns - bare.median_ns
+        row: dict[str, Any] = {
+            "variant": variant.name,
+            "runtime": variant.runtime,
+            "hooks": variant.hooks,
+            "per_step_us": variant.median_ns / 1000,
+            "overhead_us": None if variant is bare else overhead_ns / 1000,
+            "above_floor_us": None,
+            "min_us": variant.min_ns / 1000,
+            "samples_us": [s / 1000 for s in variant.samples_ns],
+        }
         if variant.runtime in ("looprt", "tf") and variant.hooks in floor:
-            above_floor = (variant.median_ns - bare.median_ns - floor[variant.hooks]) / 1000
-        if variant.runtime == "looprt" and tf_overhead.get(variant.hooks, 0) > 0:
-            ratio = (variant.median_ns - bare.median_ns) / tf_overhead[variant.hooks]
-            tf_above = tf_overhead[variant.hooks] - floor.get(variant.hooks, 0.0)
-            if variant.hooks in floor and tf_above > 0:
-                ratio_above_floor = (variant.median_ns - bare.median_ns - floor[variant.hooks]) / tf_above
-        rows.append(
-            {
-                "variant": variant.name,
-                "runtime": variant.runtime,
-                "hooks": variant.hooks,
-                "per_step_us": variant.median_ns / 1000,
-                "overhead_us": overhead,
-                "looprt_tf_ratio": ratio,
-                "above_floor_us": above_floor,
-                "looprt_tf_ratio_above_floor": ratio_above_floor,
-                "min_us": variant.min_ns / 1000,
-                "samples_us": [s / 1000 for s in variant.samples_ns],
-            }
-        )
+            row["above_floor_us"] = (overhead_ns - floor[variant.hooks]) / 1000
+        for peer, _ in PEERS:
+            row[f"looprt_{peer}_ratio"] = None
+            peer_ns = peer_overhead.get((peer, variant.hooks), 0.0)
+            if variant.runtime == "looprt" and peer_ns > 0:
+                row[f"looprt_{peer}_ratio"] = overhead_ns / peer_ns
+        row["looprt_tf_ratio_above_floor"] = None
+        tf_above = peer_overhead.get(("tf", variant.hooks), 0.0) - floor.get(variant.hooks, 0.0)
+        if variant.runtime == "looprt" and variant.hooks in floor and tf_above > 0:
+            row["looprt_tf_ratio_above_floor"] = (overhead_ns - floor[variant.hooks]) / tf_above
+        rows.append(row)
     return rows
 
 
@@ -341,30 +441,41 @@ def print_overhead_table(rows: Sequence[dict[str, Any]]) -> None:
         print(
             f"{row['variant']:<28} {hooks:>5} {row['per_step_us']:>12.3f} "
             f"{_fmt(row['overhead_us'], '.3f'):>12} {_fmt(row['looprt_tf_ratio'], '.3f'):>10} "
-            f"{row['min_us']:>10.3f}"
+            f"{_fmt(row['looprt_ignite_ratio'], '.3f'):>14} {row['min_us']:>10.3f}"
         )
 
 
-def target_verdict(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    ratios = {
-        row["hooks"]: row["looprt_tf_ratio"]
-        for row in rows
-        if row["runtime"] == "looprt" and row["hooks"] in TARGET_HOOKS
-    }
-    if any(ratio is None for ratio in ratios.values()):
-        return {"ratio_limit": TARGET_RATIO, "hooks": list(TARGET_HOOKS), "ratios": ratios, "met": None}
-    met = all(ratio <= TARGET_RATIO for ratio in ratios.values())
-    return {"ratio_limit": TARGET_RATIO, "hooks": list(TARGET_HOOKS), "ratios": ratios, "met": met}
+def target_verdicts(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """For each peer: looprt's overhead ratios at TARGET_HOOKS and whether all are <= TARGET_RATIO.
+
+    ``met`` is None when the peer's figures are missing (not installed or skipped).
+    """
+    verdicts = {}
+    for peer, _ in PEERS:
+        ratios = {
+            row["hooks"]: row[f"looprt_{peer}_ratio"]
+            for row in rows
+            if row["runtime"] == "looprt" and row["hooks"] in TARGET_HOOKS
+        }
+        met = None
+        if ratios and all(ratio is not None for ratio in ratios.values()):
+            met = all(ratio <= TARGET_RATIO for ratio in ratios.values())
+        verdicts[peer] = {
+            "ratio_limit": TARGET_RATIO, "hooks": list(TARGET_HOOKS), "ratios": ratios, "met": met
+        }
+    return verdicts
 
 
-def print_target(verdict: dict[str, Any]) -> None:
+def print_targets(verdicts: dict[str, dict[str, Any]]) -> None:
     hooks = " and ".join(map(str, TARGET_HOOKS))
-    line = f"target: looprt overhead <= {TARGET_RATIO} x TF's at {hooks} hooks: "
-    if verdict["met"] is None:
-        print(line + "not checked (no TensorFlow figures)")
-        return
-    detail = ", ".join(f"{h} hooks {r:.3f}" for h, r in verdict["ratios"].items())
-    print(line + ("MET" if verdict["met"] else "NOT MET") + f" ({detail})")
+    for peer, name in PEERS:
+        verdict = verdicts[peer]
+        line = f"target: looprt overhead <= {TARGET_RATIO} x {name}'s at {hooks} hooks: "
+        if verdict["met"] is None:
+            print(line + f"not checked (no {name} figures)")
+            continue
+        detail = ", ".join(f"{h} hooks {r:.3f}" for h, r in verdict["ratios"].items())
+        print(line + ("MET" if verdict["met"] else "NOT MET") + f" ({detail})")
 
 
 def print_above_floor(rows: Sequence[dict[str, Any]]) -> None:
@@ -380,6 +491,171 @@ def print_above_floor(rows: Sequence[dict[str, Any]]) -> None:
                 part += f", ratio {row['looprt_tf_ratio_above_floor']:.3f}"
             parts.append(part)
     print("overhead beyond the hooks' own calls (variant - floor): " + "; ".join(parts))
+
+
+# --- allocation check ------------------------------------------------------------------------
+
+
+class _BlocksAtStart(looprt.SessionRunHook):
+    """First hook: the number of allocated memory blocks when the hooks start."""
+
+    def __init__(self) -> None:
+        self.start = 0
+
+    def before_run(self, run_context: Any) -> None:
+        self.start = sys.getallocatedblocks()
+
+
+class _BlocksAtEnd(looprt.SessionRunHook):
+    """Last hook: blocks born since ``_BlocksAtStart`` and alive now, per kind of run.
+
+    A run is "quiet" when no hook fetched. Also records whether every quiet run
+    showed the hooks one shared ``SessionRunValues``.
+    """
+
+    def __init__(self, start: _BlocksAtStart) -> None:
+        self._start = start
+        self.quiet_runs = self.quiet_max_blocks = self.quiet_total_blocks = 0
+        self.fetch_runs = self.fetch_max_blocks = 0
+        self._shared: Any = None
+        self.quiet_values_objects = 0  # distinct SessionRunValues seen on quiet runs
+
+    def after_run(self, run_context: Any, run_values: Any) -> None:
+        born = sys.getallocatedblocks() - self._start.start
+        if run_values.results is None and self._shared is not run_values:
+            self._shared = run_values
+            self.quiet_values_objects += 1
+        if run_context.session.merged:
+            self.fetch_runs += 1
+            self.fetch_max_blocks = max(self.fetch_max_blocks, born)
+        else:
+            self.quiet_runs += 1
+            self.quiet_total_blocks += born
+            self.quiet_max_blocks = max(self.quiet_max_blocks, born)
+
+
+class _RecordingSession:
+    """A ``TrivialSession`` that counts the runs given the caller's own fetches object."""
+
+    graph = None
+
+    def __init__(self) -> None:
+        self._answer = TrivialSession().run
+        self.passed_through = 0
+        self.merged = False
+
+    def run(self, fetches: Any, feed_dict: Any = None, options: Any = None, run_metadata: Any = None) -> Any:
+        self.merged = fetches is not CALLER_FETCHES
+        if not self.merged:
+            self.passed_through += 1
+        return self._answer(fetches)
+
+    def close(self) -> None:
+        pass
+
+
+def _peak_bytes_per_run(run: Callable[[Any], Any], steps: int) -> dict[str, float]:
+    """tracemalloc: the bytes a run allocates at its peak (median over quiet and fetching runs)."""
+    quiet: list[int] = []
+    fetching: list[int] = []
+    tracemalloc.start()
+    try:
+        for step in range(steps):
+            tracemalloc.reset_peak()
+            before = tracemalloc.get_traced_memory()[0]
+            run(CALLER_FETCHES)
+            peak = tracemalloc.get_traced_memory()[1] - before
+            (fetching if step % FETCH_EVERY == 0 else quiet).append(peak)
+    finally:
+        tracemalloc.stop()
+    return {
+        "quiet_bytes": statistics.median(quiet) if quiet else 0.0,
+        "fetching_bytes": statistics.median(fetching) if fetching else 0.0,
+    }
+
+
+def allocation_check(steps: int, tf: Any = None, hooks: int = 5) -> dict[str, Any]:
+    """Does looprt build result structures on runs where no hook fetches? (see the docstring)"""
+    start = _BlocksAtStart()
+    end = _BlocksAtEnd(start)
+    creator = TrivialCreator(_RecordingSession)
+    sess = looprt.MonitoredSession(session_creator=creator, hooks=[start, *make_hooks(hooks), end])
+    raw = creator.sessions[0]
+    run = sess.run
+    with collector_off():
+        for _ in range(min(steps, 1000)):  # warm up: caches, interned ints
+            run(CALLER_FETCHES)
+        # Counters are not reset: an int past 256 is a heap object, and one that first
+        # crossed 256 inside a run would show up as a block born in it.
+        end.__init__(start)  # type: ignore[misc]
+        passed_before = raw.passed_through
+        blocks_before = sys.getallocatedblocks()
+        for _ in itertools.repeat(None, steps):
+            run(CALLER_FETCHES)
+        growth = sys.getallocatedblocks() - blocks_before
+    sess.close()
+    report: dict[str, Any] = {
+        "hooks": hooks,
+        "runs": steps,
+        "quiet_runs": end.quiet_runs,
+        "fetch_runs": end.fetch_runs,
+        "quiet_blocks_alive_max": end.quiet_max_blocks,
+        "quiet_blocks_alive_total": end.quiet_total_blocks,
+        "fetch_blocks_alive_max": end.fetch_max_blocks,
+        "quiet_runs_passed_through": raw.passed_through - passed_before,
+        "quiet_shared_values_objects": end.quiet_values_objects,
+        "live_block_growth": growth,
+    }
+    # Bytes allocated per run (tracemalloc peak), the same 5 hooks in each runtime.
+    traced_steps = max(FETCH_EVERY * 2, min(steps, 20 * FETCH_EVERY))
+    floor = hook_calls_floor(TrivialSession(), make_hooks(hooks))
+    peaks = {"floor": _peak_bytes_per_run(floor, traced_steps)}
+    sess = looprt.MonitoredSession(session_creator=TrivialCreator(), hooks=make_hooks(hooks))
+    peaks["looprt"] = _peak_bytes_per_run(sess.run, traced_steps)
+    sess.close()
+    if tf is not None:
+        with tf.Graph().as_default():
+            tf_sess = tf.compat.v1.train.MonitoredSession(
+                session_creator=TrivialCreator(), hooks=make_hooks(hooks)
+            )
+            peaks["tf"] = _peak_bytes_per_run(tf_sess.run, traced_steps)
+            tf_sess.close()
+    report["peak_bytes_per_run"] = peaks
+    # A result structure built per quiet run would be at least one block per run; a
+    # one-off (a cache warming up) is not.
+    report["quiet_blocks_per_run"] = end.quiet_total_blocks / max(end.quiet_runs, 1)
+    report["met"] = (
+        report["quiet_blocks_per_run"] < 0.01
+        and raw.passed_through - passed_before == end.quiet_runs
+        and end.quiet_values_objects <= 1
+    )
+    return report
+
+
+def print_allocation(report: dict[str, Any]) -> None:
+    print(
+        f"quiet runs (no hook fetches): {report['quiet_runs']}; blocks born during the hooks and "
+        f"alive at the last after_run: {report['quiet_blocks_per_run']:.4f} per run (max "
+        f"{report['quiet_blocks_alive_max']}, total {report['quiet_blocks_alive_total']}); "
+        "caller's fetches passed through untouched: "
+        f"{report['quiet_runs_passed_through']}/{report['quiet_runs']}; distinct SessionRunValues "
+        f"shown to hooks: {report['quiet_shared_values_objects']}"
+    )
+    print(
+        f"fetching runs: {report['fetch_runs']}; blocks alive at the last after_run: max "
+        f"{report['fetch_blocks_alive_max']} (the merged request, its results, one "
+        f"SessionRunValues per fetching hook); live-block growth over all {report['runs']} runs: "
+        f"{report['live_block_growth']}"
+    )
+    peaks = ", ".join(
+        f"{name} {p['quiet_bytes']:.0f} B quiet / {p['fetching_bytes']:.0f} B fetching"
+        for name, p in report["peak_bytes_per_run"].items()
+    )
+    print(f"bytes allocated per run (tracemalloc peak, median): {peaks}")
+    print(
+        "target: quiet runs allocate no result structures: "
+        + ("MET" if report["met"] else "NOT MET")
+    )
 
 
 # --- table 2: a NumPy softmax-regression step ---------------------------------------------
@@ -413,6 +689,7 @@ def softmax_program(
     prog.input("y", default=y)
     prog.input("lr", default=0.1)
     step = prog.step(outputs=("loss",))(train)
+    prog.summary("loss", step.loss)
 
     # The bare call: the same function on state of its own, with no wrapper around it.
     bare = functools.partial(
@@ -422,7 +699,7 @@ def softmax_program(
 
 
 @contextmanager
-def program_variants() -> Iterator[list[Variant]]:
+def program_variants(training_session: bool = True) -> Iterator[list[Variant]]:
     with ExitStack() as stack:
         bare = softmax_program()[2]
         variants = [Variant("step function (bare)", "bare", 0, bare, NO_FETCHES)]
@@ -438,6 +715,17 @@ def program_variants() -> Iterator[list[Variant]]:
         sess = looprt.MonitoredSession(session_creator=creator, hooks=hooks)
         stack.callback(sess.close)
         variants.append(Variant("looprt.MonitoredSession", "looprt", 5, sess.run, step.loss, hooks))
+
+        if training_session:
+            prog, step, _ = softmax_program()
+            checkpoint_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-mts-"))
+            mts = looprt.MonitoredTrainingSession(
+                checkpoint_dir=checkpoint_dir, scaffold=looprt.Scaffold(program=prog)
+            )
+            stack.callback(mts.close)
+            variants.append(
+                Variant("MonitoredTrainingSession", "training", TRAINING_HOOKS, mts.run, step.loss)
+            )
         yield variants
 
 
@@ -499,12 +787,7 @@ def profile_looprt(steps: int, hooks: int = 5, top: int = 15) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny counts, for a smoke test")
-    parser.add_argument("--steps", type=int, help="runs per timed block (default 20000; quick 200)")
-    parser.add_argument("--repeats", type=int, help="timed blocks per variant (default 7; quick 2)")
-    parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH as JSON")
-    parser.add_argument("--profile", action="store_true", help="also cProfile looprt with 5 hooks")
-    parser.add_argument("--no-tf", action="store_true", help="skip the TensorFlow column")
+    add_arguments(parser)
     args = parser.parse_args(argv)
     if args.steps is None:
         args.steps = 200 if args.quick else 20_000
@@ -515,77 +798,119 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="tiny counts, for a smoke test")
+    parser.add_argument("--steps", type=int, help="runs per timed block (default 20000; quick 200)")
+    parser.add_argument("--repeats", type=int, help="timed blocks per variant (default 7; quick 2)")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH as JSON")
+    parser.add_argument("--profile", action="store_true", help="also cProfile looprt with 5 hooks")
+    parser.add_argument("--no-tf", action="store_true", help="skip the TensorFlow column")
+    parser.add_argument("--no-ignite", action="store_true", help="skip the PyTorch Ignite column")
+    parser.add_argument("--no-training", action="store_true", help="skip the softmax training table")
+
+
+def set_blas_threads() -> None:
     for variable in BLAS_THREAD_VARIABLES:
         os.environ.setdefault(variable, "1")
+
+
+def collect(args: argparse.Namespace, echo: bool = True) -> dict[str, Any]:
+    """Measure everything ``args`` asks for; print the tables when ``echo``; return the report."""
+    set_blas_threads()
     import numpy as np  # after the BLAS settings
 
+    say = print if echo else (lambda *a, **k: None)
     tf = None if args.no_tf else import_tensorflow()
+    ignite = None if args.no_ignite else import_ignite()
     warmup = min(args.steps, 2000)
-    print(
+    say(
         f"looprt {looprt.__version__}, Python {platform.python_version()}, NumPy {np.__version__}, "
-        f"TensorFlow {tf.__version__ if tf is not None else '-'}; {platform.machine()}, "
+        f"TensorFlow {tf.__version__ if tf is not None else '-'}, "
+        f"Ignite {ignite.__version__ if ignite is not None else '-'}; {platform.machine()}, "
         f"{os.cpu_count()} CPUs, OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}"
     )
     if tf is None:
         why = "--no-tf given" if args.no_tf else "TensorFlow is not installed"
-        print(f"{why}: skipping the TensorFlow column")
-    print(
+        say(f"{why}: skipping the TensorFlow column")
+    if ignite is None:
+        why = "--no-ignite given" if args.no_ignite else "pytorch-ignite is not installed"
+        say(f"{why}: skipping the Ignite column")
+    say(
         f"median of {args.repeats} blocks of {args.steps} runs each; hooks fetch every "
         f"{FETCH_EVERY}th run; overhead = per-step - bare per-step\n"
     )
 
-    with overhead_variants(tf) as variants:
+    with overhead_variants(tf, ignite) as variants:
         measure(variants, args.steps, args.repeats, warmup)
         for variant in variants:
             check_hooks(variant)
     rows = overhead_rows(variants)
-    print_overhead_table(rows)
-    verdict = target_verdict(rows)
-    print_target(verdict)
-    print_above_floor(rows)
+    verdicts = target_verdicts(rows)
+    if echo:
+        print_overhead_table(rows)
+        print_targets(verdicts)
+        print_above_floor(rows)
+
+    allocation = allocation_check(max(args.steps, 10 * FETCH_EVERY), tf)
+    if echo:
+        print("\nallocation check, looprt.MonitoredSession with 5 hooks:")
+        print_allocation(allocation)
 
     program_steps = max(1, args.steps // 10)
-    print(
-        f"\nNumPy softmax regression step (64x784 -> 10), median of {args.repeats} blocks "
-        f"of {program_steps} runs each\n"
-    )
-    with program_variants() as pvariants:
-        measure(pvariants, program_steps, args.repeats, min(program_steps, 200))
-        check_program_hooks(pvariants[-1])
-    prows = program_rows(pvariants)
-    print_program_table(prows)
+    prows = None
+    if not args.no_training:
+        say(
+            f"\nNumPy softmax regression step (64x784 -> 10), median of {args.repeats} blocks "
+            f"of {program_steps} runs each\n"
+        )
+        with program_variants() as pvariants:
+            measure(pvariants, program_steps, args.repeats, min(program_steps, 200))
+            check_program_hooks(pvariants[2])
+        prows = program_rows(pvariants)
+        if echo:
+            print_program_table(prows)
 
     profile = None
     if args.profile:
         profile = profile_looprt(args.steps)
-        print("\ncProfile, looprt.MonitoredSession with 5 hooks, sorted by own time:\n")
-        print(profile)
+        say("\ncProfile, looprt.MonitoredSession with 5 hooks, sorted by own time:\n")
+        say(profile)
 
+    return {
+        "config": {
+            "steps": args.steps,
+            "repeats": args.repeats,
+            "quick": args.quick,
+            "fetch_every": FETCH_EVERY,
+            "hook_counts": list(HOOK_COUNTS),
+        },
+        "versions": {
+            "looprt": looprt.__version__,
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "tensorflow": None if tf is None else tf.__version__,
+            "ignite": None if ignite is None else ignite.__version__,
+        },
+        "overhead": rows,
+        "target": verdicts["tf"],
+        "targets": verdicts,
+        "allocation": allocation,
+        "softmax": None if prows is None else {"steps": program_steps, "rows": prows},
+        "profile": profile,
+    }
+
+
+def write_json(report: dict[str, Any], path: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2, default=str)
+        f.write("\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    report = collect(args)
     if args.json:
-        report = {
-            "config": {
-                "steps": args.steps,
-                "repeats": args.repeats,
-                "quick": args.quick,
-                "fetch_every": FETCH_EVERY,
-                "hook_counts": list(HOOK_COUNTS),
-            },
-            "versions": {
-                "looprt": looprt.__version__,
-                "python": platform.python_version(),
-                "numpy": np.__version__,
-                "tensorflow": None if tf is None else tf.__version__,
-            },
-            "overhead": rows,
-            "target": verdict,
-            "softmax": {"steps": program_steps, "rows": prows},
-            "profile": profile,
-        }
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2, default=str)
-            f.write("\n")
+        write_json(report, args.json)
     return 0
 
 

@@ -1,6 +1,8 @@
-"""Smoke test of benchmarks/bench_overhead.py: it runs, prints its tables, writes JSON.
+"""Smoke tests of benchmarks/: every script runs in its quick mode, prints its tables, writes JSON.
 
-Never asserts speed: the figures from --quick are noise.
+Never asserts speed or memory figures: those from --quick are noise. What is
+asserted is what the figures stand on: the variants that ran, the hooks that
+got their results, the plan cache's hits and misses, the checkpoints written.
 """
 
 from __future__ import annotations
@@ -9,65 +11,176 @@ import json
 import os
 import subprocess
 import sys
+from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "benchmarks" / "bench_overhead.py"
-HEADER_START = "variant"
-HEADER_COLUMNS = ("hooks", "per-step us", "overhead us", "looprt/TF")
+BENCHMARKS = ROOT / "benchmarks"
+HEADER_COLUMNS = ("hooks", "per-step us", "overhead us", "looprt/TF", "looprt/Ignite")
+HAS_TF = find_spec("tensorflow") is not None
+HAS_TORCH = find_spec("torch") is not None
+HAS_IGNITE = find_spec("ignite") is not None and HAS_TORCH
 
 
-def _run(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _run(script: str, *args: str, tmp_path: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", *args],
+        [sys.executable, str(BENCHMARKS / script), *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         cwd=tmp_path,
         env=env,
         check=False,
     )
 
 
-def _header_lines(stdout: str) -> list[str]:
+def _report(result: subprocess.CompletedProcess[str], path: Path) -> Any:
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _overhead_header_lines(stdout: str) -> list[str]:
     return [
         line
         for line in stdout.splitlines()
-        if line.startswith(HEADER_START) and all(column in line for column in HEADER_COLUMNS)
+        if line.startswith("variant") and all(column in line for column in HEADER_COLUMNS)
     ]
 
 
-@pytest.mark.parametrize("tf_flag", [(), ("--no-tf",)], ids=["tf-if-installed", "no-tf"])
-def test_quick_run_prints_table_and_writes_json(tmp_path: Path, tf_flag: tuple[str, ...]) -> None:
-    out = tmp_path / "figures.json"
-    result = _run("--json", str(out), *tf_flag, tmp_path=tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert len(_header_lines(result.stdout)) == 1, result.stdout
-    assert "target: looprt overhead <= 0.25 x TF's" in result.stdout
+# --- bench_overhead ------------------------------------------------------------------------
+
+
+def test_overhead_quick_run_without_peers(tmp_path: Path) -> None:
+    out = tmp_path / "overhead.json"
+    result = _run("bench_overhead.py", "--quick", "--no-tf", "--no-ignite", "--json", str(out), tmp_path=tmp_path)
+    report = _report(result, out)
+
+    assert len(_overhead_header_lines(result.stdout)) == 1, result.stdout
+    assert "--no-tf given: skipping the TensorFlow column" in result.stdout
+    assert "--no-ignite given: skipping the Ignite column" in result.stdout
+    assert "target: looprt overhead <= 0.25 x TF's at 0 and 5 hooks: not checked" in result.stdout
     assert "NumPy softmax regression step" in result.stdout
 
-    report = json.loads(out.read_text(encoding="utf-8"))
     runtimes = {(row["runtime"], row["hooks"]) for row in report["overhead"]}
-    expected = {("bare", 0), ("looprt", 0), ("looprt", 5), ("looprt", 20), ("floor", 5), ("floor", 20)}
-    assert expected <= runtimes
-    tf_rows = {key for key in runtimes if key[0] == "tf"}
-    if tf_flag or report["versions"]["tensorflow"] is None:
-        assert not tf_rows
-        assert report["target"]["met"] is None
-        assert "skipping the TensorFlow column" in result.stdout
-    else:
-        assert tf_rows == {("tf", 0), ("tf", 5), ("tf", 20)}
-        assert isinstance(report["target"]["met"], bool)
+    assert runtimes == {
+        ("bare", 0), ("floor", 5), ("floor", 20), ("looprt", 0), ("looprt", 5), ("looprt", 20)
+    }
     for row in report["overhead"]:
         assert len(row["samples_us"]) == report["config"]["repeats"] == 2
         assert row["per_step_us"] > 0
-    assert [row["runtime"] for row in report["softmax"]["rows"]] == ["bare", "raw", "looprt"]
+    assert {peer: verdict["met"] for peer, verdict in report["targets"].items()} == {"tf": None, "ignite": None}
+    assert [row["runtime"] for row in report["softmax"]["rows"]] == ["bare", "raw", "looprt", "training"]
+
+    # The allocation check's counts are exact (they are not timings).
+    alloc = report["allocation"]
+    assert alloc["quiet_runs"] + alloc["fetch_runs"] == alloc["runs"] == 1000
+    assert alloc["fetch_runs"] == 10  # every 100th run
+    assert alloc["quiet_runs_passed_through"] == alloc["quiet_runs"]
+    assert alloc["quiet_shared_values_objects"] == 1
+    assert alloc["fetch_blocks_alive_max"] > 0
+    assert set(alloc["peak_bytes_per_run"]) == {"floor", "looprt"}
+    assert "target: quiet runs allocate no result structures" in result.stdout
 
 
-def test_bad_arguments_fail(tmp_path: Path) -> None:
-    result = _run("--steps", "0", "--no-tf", tmp_path=tmp_path)
+@pytest.mark.parametrize(
+    "args", [("--steps", "0"), ("--repeats", "-1")], ids=["zero-steps", "negative-repeats"]
+)
+def test_overhead_bad_arguments_fail(tmp_path: Path, args: tuple[str, ...]) -> None:
+    result = _run("bench_overhead.py", "--quick", "--no-tf", "--no-ignite", *args, tmp_path=tmp_path)
     assert result.returncode == 2
-    assert not _header_lines(result.stdout)
+    assert not _overhead_header_lines(result.stdout)
+
+
+# --- bench_merge ---------------------------------------------------------------------------
+
+
+def test_merge_quick_run(tmp_path: Path) -> None:
+    out = tmp_path / "merge.json"
+    result = _run("bench_merge.py", "--quick", "--json", str(out), tmp_path=tmp_path)
+    report = _report(result, out)
+
+    assert "Table 1: plan cost against the number of leaves" in result.stdout
+    assert "Table 2: looprt.MonitoredSession run against the number of hooks" in result.stdout
+    assert "Table 3: the plan cache" in result.stdout
+    assert [row["leaves"] for row in report["leaves"]] == [1, 10, 100]
+    for row in report["leaves"]:
+        assert row["cache_misses"] == 1 and row["cache_hits"] > 0
+    assert [row["hooks"] for row in report["hooks"]] == [1, 2, 5]
+    for row in report["hooks"]:
+        # One merged structure per hook count: compiled once, then a hit on every run.
+        assert row["runs"] > 0
+        assert (row["cache_misses"], row["cache_hits"]) == (1, row["runs"] - 1)
+        assert row["unique_leaves"] == 10 + 5 * row["hooks"]
+    assert report["cache_hit"] is True
+    repeated, changing = report["cache"]
+    assert (repeated["misses"], repeated["hits"], repeated["cached_plans"]) == (1, repeated["runs"] - 1, 1)
+    assert (changing["hits"], changing["misses"]) == (0, changing["runs"])
+    for fit in (*report["leaf_fits"].values(), report["hook_fit"]):
+        assert set(fit) == {"slope", "intercept", "r2", "growth"}
+
+
+def test_merge_bad_arguments_fail(tmp_path: Path) -> None:
+    result = _run("bench_merge.py", "--quick", "--repeats", "0", tmp_path=tmp_path)
+    assert result.returncode == 2
+    assert "Table 1" not in result.stdout
+
+
+# --- bench_memory --------------------------------------------------------------------------
+
+
+def test_memory_quick_run(tmp_path: Path) -> None:
+    out = tmp_path / "memory.json"
+    result = _run("bench_memory.py", "--quick", "--json", str(out), tmp_path=tmp_path)
+    report = _report(result, out)
+
+    assert (report["steps"], report["every"], report["hooks"]) == (200, 100, 20)
+    assert [s["step"] for s in report["samples"]] == [100, 200]
+    assert [s["latest_checkpoint"] for s in report["samples"]] == ["model.ckpt-100", "model.ckpt-200"]
+    for s in (report["start"], *report["samples"]):
+        assert s["peak_rss_mib"] > 0 and s["traced_current_bytes"] > 0
+    assert set(report["growth"]) == {"peak_rss_mib", "traced_current_bytes", "allocated_blocks", "gc_objects"}
+    assert "target: flat memory" in result.stdout
+
+
+def test_memory_bad_arguments_fail(tmp_path: Path) -> None:
+    result = _run("bench_memory.py", "--steps", "10", "--every", "100", tmp_path=tmp_path)
+    assert result.returncode == 2
+    assert "peak RSS" not in result.stdout
+
+
+# --- bench_all -------------------------------------------------------------------------------
+
+
+def test_all_quick_run_prints_one_table(tmp_path: Path) -> None:
+    out = tmp_path / "all.json"
+    result = _run("bench_all.py", "--quick", "--verbose", "--json", str(out), tmp_path=tmp_path, timeout=240)
+    report = _report(result, out)
+
+    summary_headers = [line for line in result.stdout.splitlines() if line.split()[:2] == ["benchmark", "case"]]
+    assert len(summary_headers) == 1, result.stdout
+    benchmarks = {row["benchmark"] for row in report["summary"]}
+    assert benchmarks == {"overhead", "alloc", "softmax", "merge", "memory"} | ({"torch"} if HAS_TORCH else set())
+    assert set(report["reports"]) == {"overhead", "merge", "memory", "torch"}
+    assert (report["reports"]["torch"] is not None) == HAS_TORCH
+    # --verbose: each benchmark's own tables come first.
+    assert len(_overhead_header_lines(result.stdout)) == 1
+    assert "Table 2: looprt.MonitoredSession run against the number of hooks" in result.stdout
+
+    cases = [row["case"] for row in report["summary"] if row["benchmark"] == "overhead"]
+    expected = []
+    if HAS_TF:
+        expected += [f"overhead/step, {n} hooks, vs tf.train.MonitoredSession" for n in (0, 5, 20)]
+    if HAS_IGNITE:
+        expected += [f"overhead/step, {n} hooks, vs ignite.engine.Engine" for n in (0, 5, 20)]
+    assert cases == expected
+    overhead = report["reports"]["overhead"]
+    ignite_rows = [row for row in overhead["overhead"] if row["runtime"] == "ignite"]
+    assert [row["hooks"] for row in ignite_rows] == ([0, 5, 20] if HAS_IGNITE else [])
+    for peer, installed in (("tf", HAS_TF), ("ignite", HAS_IGNITE)):
+        assert isinstance(overhead["targets"][peer]["met"], bool) == installed
+    assert report["summary"][-1]["benchmark"] == ("torch" if HAS_TORCH else "memory")
+    assert "targets missed:" in result.stdout

@@ -9,6 +9,7 @@ session untouched, with no merged structure built.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -22,6 +23,11 @@ from looprt.wrapped_session import WrappedSession
 __all__ = ["HookedSession"]
 
 _ARGS_FIELDS = SessionRunArgs._fields
+# SessionRunValues((results, options, run_metadata)) without the Python-level __new__ a
+# NamedTuple has: a fetching run makes one per fetching hook.
+_run_values: Callable[[tuple[Any, Any, Any]], SessionRunValues] = functools.partial(
+    tuple.__new__, SessionRunValues
+)
 _CALLER = "caller"
 
 
@@ -49,11 +55,13 @@ class HookedSession(WrappedSession):
         self._hooks = list(hooks)
         before = calls(self._hooks, "before_run")
         after = calls(self._hooks, "after_run")
-        # Plain lists of bound methods keep the per-run loops short; the hook that owns
-        # a method is looked up only when it asked for something.
+        # Plain lists of bound methods keep the per-run loops short; the hooks that own
+        # them, in parallel lists, are looked up only on a run where a hook asks for
+        # something.
         self._before_run_methods = [method for _, method in before]
         self._after_run_methods = [method for _, method in after]
-        self._owner = {method: hook for hook, method in before + after}
+        self._before_run_hooks = [hook for hook, _ in before]
+        self._after_run_hooks = [hook for hook, _ in after]
         self._any_hooks = bool(before or after)
         self._new_options = new_options
         self._new_metadata = new_metadata
@@ -80,41 +88,63 @@ class HookedSession(WrappedSession):
             return sess.run(
                 fetches=fetches, feed_dict=feed_dict, options=options, run_metadata=run_metadata
             )
-
         context = _RunContext(fetches, feed_dict, sess)
+        # The common run, kept lean: no hook asks for anything and the caller passes no
+        # options, so the caller's fetches go to the raw session untouched and every hook
+        # sees one shared SessionRunValues. The first hook that asks for something hands
+        # the rest of the run (the later hooks' before_run included) to _merged_run.
+        request = before_run = None
+        for before_run in self._before_run_methods:
+            request = before_run(context)
+            if request is not None:
+                break
+        if request is not None or options is not None or run_metadata is not None or not self._share_defaults:
+            return self._merged_run(context, before_run, request, options, run_metadata)
+        result = sess.run(fetches=fetches, feed_dict=feed_dict, options=None, run_metadata=None)
+        values = self._default_values
+        for after_run in self._after_run_methods:
+            after_run(context, values)
+        if context._stop_requested:
+            self._should_stop = True
+        return result
+
+    def _merged_run(
+        self,
+        context: _RunContext,
+        asked: Any,
+        request: Any,
+        options: Any,
+        run_metadata: Any,
+    ) -> Any:
+        """The rest of a run in which a hook asked for something, or options were given.
+
+        ``asked`` is the ``before_run`` method that returned ``request`` (a
+        request is None when every hook has been called already). The hooks
+        after it are called here, in order, each request merged as it comes,
+        so a conflict is raised before the next hook is called, as in TF.
+        """
+        fetches, feed_dict, sess = context._fetches, context._feed_dict, context._session
         if not self._share_defaults:
             # TF's way: fresh options and metadata for every run, passed to the raw session.
             if options is None:
                 options = self._new_options()
             if run_metadata is None:
                 run_metadata = self._new_metadata()
-        merged: dict[Any, Any] | None = None
-        hook_feeds: dict[Any, Any] | None = None
-        feeders: dict[Any, Any] | None = None
-        for before_run in self._before_run_methods:
-            request = before_run(context)
-            if request is None:
-                continue
-            hook = self._owner[before_run]
-            if type(request) is not SessionRunArgs:
-                _check_request(hook, request)
-            if request.fetches is not None:
-                if merged is None:
-                    merged = {_CALLER: fetches}
-                merged[hook] = request.fetches
-            if request.feed_dict:
-                if hook_feeds is None or feeders is None:
-                    hook_feeds, feeders = {}, {}
-                _add_hook_feeds(hook_feeds, feeders, request.feed_dict, hook)
-            if request.options:
-                if options is None:
-                    # Same family as the request's (TF protobufs for TF's hooks), so a raw
-                    # TF session accepts it.
-                    options = type(request.options)()
-                merge_run_options(options, request.options)
-
-        if hook_feeds is not None and feeders is not None:
-            feed_dict = _merge_caller_feeds(hook_feeds, feeders, feed_dict)
+        requests = _Requests(fetches, options)
+        if request is not None:
+            befores = self._before_run_methods
+            # By identity: two entries may be equal bound methods (one hook listed twice).
+            first = 0
+            while befores[first] is not asked:
+                first += 1
+            requests.add(self._before_run_hooks[first], request)
+            for index in range(first + 1, len(befores)):
+                request = befores[index](context)
+                if request is not None:
+                    requests.add(self._before_run_hooks[index], request)
+        options, merged = requests.options, requests.merged
+        if requests.hook_feeds is not None:
+            feed_dict = _merge_caller_feeds(requests.hook_feeds, requests.feeders, feed_dict)
 
         # The raw session gets only what someone asked for (None otherwise, which any
         # session accepts); hooks always see an options and a metadata object.
@@ -139,17 +169,46 @@ class HookedSession(WrappedSession):
             outputs = sess.run(
                 fetches=merged, feed_dict=feed_dict, options=options, run_metadata=run_metadata
             )
-            owner = self._owner
-            for after_run in self._after_run_methods:
-                hook = owner[after_run]
+            for hook, after_run in zip(self._after_run_hooks, self._after_run_methods):
                 if hook in merged:
-                    after_run(context, SessionRunValues(outputs[hook], seen_options, seen_metadata))
+                    after_run(context, _run_values((outputs[hook], seen_options, seen_metadata)))
                 else:
                     after_run(context, shared_values)
             result = outputs[_CALLER]
         if context._stop_requested:
             self._should_stop = True
         return result
+
+
+class _Requests:
+    """The hooks' requests of one run, merged as they come."""
+
+    __slots__ = ("merged", "hook_feeds", "feeders", "options", "_caller")
+
+    def __init__(self, fetches: Any, options: Any) -> None:
+        self.merged: dict[Any, Any] | None = None  # {"caller": fetches, hook: its fetches, ...}
+        self.hook_feeds: dict[Any, Any] | None = None
+        self.feeders: dict[Any, Any] = {}  # fed key -> the hook that fed it
+        self.options = options
+        self._caller = fetches
+
+    def add(self, hook: Any, request: Any) -> None:
+        if type(request) is not SessionRunArgs:
+            _check_request(hook, request)
+        if request.fetches is not None:
+            if self.merged is None:
+                self.merged = {_CALLER: self._caller}
+            self.merged[hook] = request.fetches
+        if request.feed_dict:
+            if self.hook_feeds is None:
+                self.hook_feeds = {}
+            _add_hook_feeds(self.hook_feeds, self.feeders, request.feed_dict, hook)
+        if request.options:
+            if self.options is None:
+                # Same family as the request's (TF protobufs for TF's hooks), so a raw
+                # TF session accepts it.
+                self.options = type(request.options)()
+            merge_run_options(self.options, request.options)
 
 
 class _RunContext(SessionRunContext):

@@ -14,7 +14,8 @@ Inputs are never pulled for a run that fetches only state.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from looprt.errors import ClosedSessionError, FeedError
@@ -74,18 +75,15 @@ def _handle_for(plan: FetchPlan, position: int, leaf: Any, program: Program) -> 
 
 
 class _RunInputs:
-    """Input values for one run, resolved on first use."""
+    """Input values for one run: the fed ones, the others resolved on first use."""
 
-    __slots__ = ("feeds", "values", "backend")
+    __slots__ = ("values", "backend")
 
-    def __init__(self, feeds: dict[Input, Any], backend: Any) -> None:
-        self.feeds = feeds
-        self.values: dict[Input, Any] = {}
+    def __init__(self, values: dict[Input, Any], backend: Any) -> None:
+        self.values = values  # starts as the run's (converted) feeds
         self.backend = backend
 
     def get(self, handle: Input) -> Any:
-        if handle in self.feeds:
-            return self.feeds[handle]
         values = self.values
         if handle in values:
             return values[handle]
@@ -100,6 +98,18 @@ class _RunInputs:
             value = handle.default
         value = values[handle] = self.backend.from_feed(value)
         return value
+
+
+def _nothing() -> None:
+    pass
+
+
+def _incrementer(backend: Any, counter: Any) -> Callable[[], None]:
+    """``backend.incrementer(counter)``, or ``increment`` for a backend without one."""
+    incrementer = getattr(backend, "incrementer", None)
+    if incrementer is not None:
+        return incrementer(counter)  # type: ignore[no-any-return]
+    return functools.partial(backend.increment, counter)
 
 
 class ProgramSession:
@@ -117,6 +127,10 @@ class ProgramSession:
         self._plans = PlanCache()
         self._feed_keys: dict[Any, Input] = {}
         self._closed = False
+        # The global step's live counter and the backend's cheap way to add one to it,
+        # made again if the counter object is ever replaced.
+        self._counter: Any = None
+        self._add_one: Callable[[], None] = _nothing
 
     @property
     def graph(self) -> Program:
@@ -173,10 +187,12 @@ class ProgramSession:
         return plan.rebuild(values)
 
     def _run_step(self, step: Step, inputs: _RunInputs) -> Mapping[str, Any]:
-        kwargs = {
-            param: inputs.get(handle) if type(handle) is Input else handle.value  # type: ignore[attr-defined]
-            for param, handle in step.bindings
-        }
+        kwargs: dict[str, Any] = {}
+        for param, handle in step.bindings:
+            if type(handle) is Input:
+                kwargs[param] = inputs.get(handle)
+            else:
+                kwargs[param] = handle.value  # type: ignore[attr-defined]
         try:
             returned = step.fn(**kwargs)
         except Exception as error:
@@ -184,9 +200,14 @@ class ProgramSession:
             if translated is not None and translated is not error:
                 raise translated from error
             raise
-        results = step.results(returned)
+        # A dict is what most steps return: no need to ask Step.results to name it.
+        results = returned if type(returned) is dict else step.results(returned)
         if step.advance_global_step:
-            self.backend.increment(self.program.global_step.value)
+            counter = self.program.global_step.value
+            if counter is not self._counter:
+                self._add_one = _incrementer(self.backend, counter)
+                self._counter = counter
+            self._add_one()
         return results
 
     def _feeds(self, feed_dict: Mapping[Any, Any]) -> dict[Input, Any]:

@@ -69,6 +69,7 @@ _KIND_DATACLASS = 4
 _KIND_ATTRS = 5
 
 _kinds: dict[type, int] = {}
+_leaf_types: set[type] = set()  # the types whose kind is _KIND_LEAF, for a one-lookup test
 
 
 def _kind(t: type) -> int:
@@ -86,6 +87,7 @@ def _kind(t: type) -> int:
             kind = _KIND_ATTRS
         else:
             kind = _KIND_LEAF
+            _leaf_types.add(t)
         _kinds[t] = kind
     return kind
 
@@ -108,11 +110,11 @@ def _walk(obj: Any, leaves: list[Any]) -> Any:
     """Append the leaves of ``obj`` to ``leaves``; return its shape."""
     t = type(obj)
     if t is dict:
-        return (dict, tuple(obj), tuple([_walk(v, leaves) for v in obj.values()]))
+        return (dict, tuple(obj), _walk_values(obj.values(), leaves))
     if t is list:
-        return (list, tuple([_walk(v, leaves) for v in obj]))
+        return (list, _walk_values(obj, leaves))
     if t is tuple:
-        return (tuple, tuple([_walk(v, leaves) for v in obj]))
+        return (tuple, _walk_values(obj, leaves))
     kind = _kinds.get(t)
     if kind is None:
         kind = _kind(t)
@@ -123,13 +125,29 @@ def _walk(obj: Any, leaves: list[Any]) -> Any:
         # A defaultdict's factory (possibly None), boxed so None means "not a defaultdict".
         extra = (obj.default_factory,) if isinstance(obj, defaultdict) else None
         keys = tuple(obj)
-        return (t, keys, tuple([_walk(obj[k], leaves) for k in keys]), extra)
+        return (t, keys, _walk_values([obj[k] for k in keys], leaves), extra)
     if kind in (_KIND_NAMEDTUPLE, _KIND_SEQUENCE):
-        return (t, tuple([_walk(v, leaves) for v in obj]))
+        return (t, _walk_values(obj, leaves))
     fields = _fields_cache.get(t)
     if fields is None:
         fields = _fields_cache[t] = _init_fields(t, kind)
-    return (t, fields, tuple([_walk(getattr(obj, name), leaves) for name, _ in fields]))
+    return (t, fields, _walk_values([getattr(obj, name) for name, _ in fields], leaves))
+
+
+def _walk_values(values: Any, leaves: list[Any]) -> tuple[Any, ...]:
+    """The shapes of ``values`` (a container's children), their leaves appended to ``leaves``.
+
+    A child whose type is known to be a leaf is handled here, without a call
+    of ``_walk``: most children are leaves, so this is most of the per-run work.
+    """
+    shapes = []
+    for value in values:
+        if type(value) in _leaf_types:
+            leaves.append(value)
+            shapes.append(_LEAF)
+        else:
+            shapes.append(_walk(value, leaves))
+    return tuple(shapes)
 
 
 def flatten(structure: Any) -> tuple[Any, list[Any]]:
@@ -293,9 +311,15 @@ class PlanCache:
 
     def plan(self, structure: Any) -> FetchPlan:
         """The plan for ``structure``; raises ``FetchError`` for an unhashable leaf."""
-        leaves: list[Any] = []
-        shape = _walk(structure, leaves)
-        key = (shape, *leaves)
+        t = type(structure)
+        key: Hashable
+        if t in _leaf_types:
+            # One leaf, the commonest fetch: its own key (no container key is a leaf).
+            shape, leaves, key = _LEAF, [structure], structure
+        else:
+            leaves = []
+            shape = _walk(structure, leaves)
+            key = (shape, *leaves)
         try:
             plan = self._plans.get(key)
         except TypeError:

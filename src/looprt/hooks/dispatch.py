@@ -31,15 +31,20 @@ register_hook_base(SessionRunHook)
 
 
 def overrides(hook: Any, name: str) -> bool:
-    """Whether calling ``hook.<name>`` can do anything."""
-    instance_attrs = getattr(hook, "__dict__", None)
-    if instance_attrs is not None and name in instance_attrs:
-        return True
-    for klass in type(hook).__mro__:
-        method = klass.__dict__.get(name)
-        if method is not None:
-            return method not in _noop_methods
-    return hasattr(hook, name)
+    """Whether calling ``hook.<name>`` can do anything.
+
+    Never reads ``hook.__dict__``: in CPython that turns the hook's compact
+    attribute storage into a real dict for good, which slows every attribute
+    access in the hook's later calls.
+    """
+    method = getattr(hook, name, None)
+    if method is None:
+        return hasattr(hook, name)
+    # A method bound to the hook is the class's function; anything else (an instance
+    # attribute, a static method, a callable object) is called as it is.
+    if getattr(method, "__self__", None) is hook:
+        return getattr(method, "__func__", None) not in _noop_methods
+    return True
 
 
 def calls(hooks: Iterable[Any], name: str) -> list[tuple[Any, Any]]:
