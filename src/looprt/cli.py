@@ -52,7 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = commands.add_parser(
         "demo", help="train a small model with checkpoints, summaries and a progress bar"
     )
-    demo.add_argument("--backend", default="numpy", choices=["numpy"])
+    demo.add_argument(
+        "--backend", default="numpy", choices=["numpy", "torch"], help="numpy, or torch (needs PyTorch)"
+    )
     demo.add_argument("--steps", type=int, default=1000, help="steps to train in this run (default 1000)")
     demo.add_argument(
         "--dir", default="looprt-demo", help="checkpoint and summary directory (default ./looprt-demo)"

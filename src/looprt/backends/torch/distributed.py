@@ -1,0 +1,218 @@
+"""Chief and workers on ``torch.distributed``: the state broadcast, and stopping together.
+
+In a job of several processes (``torchrun``, after
+``torch.distributed.init_process_group``), rank 0 is the chief. It restores
+or initializes the state, then broadcasts it (``send_state``); the other
+ranks wait for it up to ``max_wait_secs`` (``receive_state``). Every
+collective of looprt's goes through a Gloo group on the CPU (the default
+group when it is Gloo, else one made on first use), so a NCCL job's GPUs are
+never synchronized for it.
+
+``StopSyncHook`` makes every rank stop at the same step: after each run, the
+ranks all-reduce "does any rank want to stop?", so none is left waiting in a
+collective for a rank that has left. ``MonitoredTrainingSession`` here is
+``looprt.MonitoredTrainingSession`` with the chief decided by rank and that
+hook added last.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from looprt.backends.torch.errors import translate
+from looprt.errors import DeadlineExceededError
+from looprt.hooks.session_run_hook import SessionRunContext, SessionRunHook, SessionRunValues
+
+__all__ = [
+    "MonitoredTrainingSession",
+    "StopSyncHook",
+    "init_process_group",
+    "is_chief",
+    "is_distributed",
+    "receive_state",
+    "send_state",
+]
+
+CHIEF_RANK = 0
+
+# The Gloo group of looprt's collectives, by the default group it was made for.
+_control: dict[str, tuple[Any, Any]] = {}
+
+
+def init_process_group(backend: str | None = None, **kwargs: Any) -> None:
+    """``torch.distributed.init_process_group`` for a ``torchrun`` job that may be restarted.
+
+    Under ``torchrun``, the group's rendezvous goes through the agent's store,
+    which (in torch 2.x, 2.13 at least) outlives a ``--max-restarts``
+    restart: the restarted workers would read the dead ones' addresses and
+    fail to connect. Here the keys are prefixed with the restart count.
+    Elsewhere (no agent store, or ``store=`` given) this is
+    ``torch.distributed.init_process_group(backend, **kwargs)``.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and "store" not in kwargs:
+        timeout = kwargs.get("timeout") or datetime.timedelta(minutes=30)
+        agent_store = dist.TCPStore(  # type: ignore[attr-defined]  # public, but not in torch's stubs
+            os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=timeout
+        )
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        kwargs.update(
+            store=dist.PrefixStore(f"looprt/attempt-{restart}", agent_store),  # type: ignore[attr-defined]
+            rank=int(os.environ["RANK"]),
+            world_size=int(os.environ["WORLD_SIZE"]),
+        )
+    dist.init_process_group(backend, **kwargs)
+
+
+def is_distributed() -> bool:
+    """Whether this process is one of several in an initialized ``torch.distributed`` job."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def is_chief() -> bool:
+    """Whether this process is the chief: rank 0, or the only process."""
+    return not is_distributed() or dist.get_rank() == CHIEF_RANK
+
+
+def _control_group() -> Any:
+    """The Gloo group looprt's collectives use (None: the default group, when it is Gloo)."""
+    world = dist.group.WORLD
+    made = _control.get("group")
+    if made is None or made[0] is not world:
+        backend = str(dist.get_backend())
+        # "gloo", or a default group that sends CPU tensors through Gloo ("cpu:gloo,cuda:nccl").
+        cpu_is_gloo = backend == "gloo" or "cpu:gloo" in backend
+        made = _control["group"] = (world, None if cpu_is_gloo else dist.new_group(backend="gloo"))
+    return made[1]
+
+
+def _note_lost_peer(error: RuntimeError, doing: str) -> None:
+    """Add a note to ``error`` when it means a lost peer; it is raised untranslated on purpose.
+
+    A process group that lost a peer cannot be used again in this process: a
+    recoverable error here would make ``MonitoredSession`` re-create the
+    session against it forever. Raised as it is, it ends the process, and
+    ``torchrun --max-restarts`` restarts the job from the latest checkpoint.
+    """
+    if translate(error) is not None and hasattr(error, "add_note"):  # Python 3.11+
+        error.add_note(
+            f"while {doing}: the distributed job lost a peer; restart it "
+            "(torchrun --max-restarts) to resume from the latest checkpoint"
+        )
+
+
+def send_state(state: Any) -> None:
+    """On the chief: tell the workers the state is ready and broadcast ``state`` to them."""
+    rank = dist.get_rank()
+    if rank != CHIEF_RANK:
+        raise ValueError(
+            f"rank {rank} initialized the state as chief; in a torch.distributed job the chief "
+            f"is rank {CHIEF_RANK} (pass is_chief=torch.distributed.get_rank() == 0)"
+        )
+    group = _control_group()
+    try:
+        dist.broadcast(torch.ones(1, dtype=torch.int64), src=CHIEF_RANK, group=group)
+        dist.broadcast_object_list([state], src=CHIEF_RANK, group=group)
+    except RuntimeError as error:
+        _note_lost_peer(error, "broadcasting the state to the workers")
+        raise
+
+
+def receive_state(timeout: float | None, name: str) -> Any:
+    """On a worker: wait up to ``timeout`` seconds for the chief, then receive its state.
+
+    ``DeadlineExceededError`` if the chief has not sent it in time. The state
+    travels pickled (``broadcast_object_list``): the ranks of a job trust
+    each other.
+    """
+    group = _control_group()
+    flag = torch.zeros(1, dtype=torch.int64)
+    try:
+        work = dist.broadcast(flag, src=CHIEF_RANK, group=group, async_op=True)
+        if timeout is None:
+            work.wait()
+        else:
+            work.wait(timeout=datetime.timedelta(seconds=timeout))
+    except RuntimeError as error:
+        if timeout is None or "timed out" not in str(error).lower():
+            _note_lost_peer(error, "waiting for the chief")
+            raise
+        raise DeadlineExceededError(
+            f"Session was not ready after waiting {timeout:g} secs: the chief (rank {CHIEF_RANK}) "
+            f"did not initialize program {name!r}. Check the chief's log, or raise max_wait_secs."
+        ) from None
+    received: list[Any] = [None]
+    try:
+        dist.broadcast_object_list(received, src=CHIEF_RANK, group=group)
+    except RuntimeError as error:
+        _note_lost_peer(error, "receiving the state from the chief")
+        raise
+    return received[0]
+
+
+class StopSyncHook(SessionRunHook):
+    """Stops every rank at the same step: after each run, any rank's stop is every rank's.
+
+    Put it after every other hook (``MonitoredTrainingSession`` here does), so
+    it sees their stop requests. A stop counts when a hook asked for one in
+    this run or the coordinator was asked (a thread failed or stopped). A
+    lost peer raises ``UnavailableError`` / ``AbortedError``. Does nothing
+    outside a distributed job.
+    """
+
+    def __init__(self) -> None:
+        self._coord: Any = None
+        self._flag = torch.zeros(1, dtype=torch.int64)
+        self._group: Any = None
+        self._active = False
+
+    def after_create_session(self, session: Any, coord: Any) -> None:
+        self._coord = coord
+        self._active = is_distributed()
+        if self._active:
+            self._group = _control_group()
+
+    def after_run(self, run_context: SessionRunContext, run_values: SessionRunValues) -> None:
+        if not self._active:
+            return
+        flag = self._flag
+        coord = self._coord
+        flag[0] = int(run_context.stop_requested or (coord is not None and coord.should_stop()))
+        try:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
+        except RuntimeError as error:
+            translated = translate(error)
+            if translated is None:
+                raise
+            raise translated from error
+        if flag[0]:
+            run_context.request_stop()
+
+
+def MonitoredTrainingSession(
+    *,
+    is_chief: bool | None = None,
+    hooks: Iterable[Any] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """``looprt.MonitoredTrainingSession`` for a ``torch.distributed`` job (or a single process).
+
+    ``is_chief`` defaults to "this process is rank 0" (true outside a
+    distributed job). In a distributed job a ``StopSyncHook`` is added after
+    ``hooks``, so the ranks stop together. Every other argument is passed on
+    (by keyword).
+    """
+    from looprt.training_session import MonitoredTrainingSession as monitored_training_session
+
+    distributed = is_distributed()
+    if is_chief is None:
+        is_chief = not distributed or dist.get_rank() == CHIEF_RANK
+    all_hooks = list(hooks or [])
+    if distributed:
+        all_hooks.append(StopSyncHook())
+    return monitored_training_session(is_chief=is_chief, hooks=all_hooks, **kwargs)

@@ -1,0 +1,50 @@
+"""``TorchSession``: the raw session of a torch program.
+
+A ``ProgramSession`` that, until each replayed input has pulled its first
+item, records the random generators' states at the start of every run (see
+``inputs``): the states from which that input's iterator was created. Once
+every such input has started, runs go straight to ``ProgramSession.run``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from looprt.backends.torch.inputs import InputStarts, replayed_inputs
+from looprt.program import Program
+from looprt.program_session import ProgramSession
+
+__all__ = ["TorchSession"]
+
+
+class TorchSession(ProgramSession):
+    """Runs a torch program; ``starts`` is the program's record of its inputs' starts."""
+
+    def __init__(self, program: Program, starts: InputStarts, target: str = "", config: Any = None) -> None:
+        super().__init__(program, target=target, config=config)
+        self._starts = starts
+        self._unstarted = replayed_inputs(program)
+        if not self._unstarted:
+            self._go_direct()
+
+    def _go_direct(self) -> None:
+        # An instance attribute shadows the method below: no extra frame per run from now on.
+        vars(self)["run"] = super().run
+
+    def run(
+        self,
+        fetches: Any,
+        feed_dict: Any = None,
+        options: Any = None,
+        run_metadata: Any = None,
+    ) -> Any:
+        """``ProgramSession.run``, after recording the starts of inputs not pulled from yet."""
+        pending = [handle for handle in self._unstarted if handle.position == 0]
+        if pending:
+            self._starts.capture(pending)
+        try:
+            return super().run(fetches, feed_dict, options, run_metadata)
+        finally:
+            self._unstarted = [handle for handle in pending if handle.position == 0]
+            if not self._unstarted:
+                self._go_direct()
