@@ -13,7 +13,7 @@ INSTALL = ("-c", "constraints.txt")
 @nox.session
 def tests(session: nox.Session) -> None:
     """The default suite, every backend (the README's test command)."""
-    session.install(*INSTALL, "-e", ".[all,test]")
+    session.install(*INSTALL, "-e", ".[all,test,bench]")
     session.run("pytest", *session.posargs)
 
 
@@ -55,3 +55,11 @@ def package(session: nox.Session) -> None:
     """Build the wheel, install it in a clean venv, run `looprt demo` there."""
     session.install(*INSTALL, "-e", ".[test]")
     session.run("pytest", "-m", "slow", "tests/test_packaging.py", *session.posargs)
+
+
+@nox.session(name="tests-torch")
+def tests_torch(session: nox.Session) -> None:
+    """The PyTorch tests, including the slow torchrun restart and example runs."""
+    session.install(*INSTALL, "-e", ".[torch,test]")
+    session.run("pytest", "-m", "torch", *session.posargs)
+    session.run("pytest", "-m", "torch and slow", *session.posargs)
