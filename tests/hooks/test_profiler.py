@@ -271,8 +271,13 @@ def test_trigger_steps_match_tensorflow(
     monkeypatch.setattr(basic_session_run_hooks, "time", FakeTime)
     ticks = [4, 4, 4, 20, 1, 1, 9, 0, 3]
     with tf.Graph().as_default():
+        from tensorflow.python.training import training_util
+
         gs = tf.compat.v1.train.get_or_create_global_step()
-        train_op = tf.compat.v1.assign_add(gs, 1)
+        # The hook's read of the global step must happen before the increment, or TF
+        # races the two inside one run (looprt reads state before steps by design).
+        with tf.control_dependencies([training_util._get_or_create_global_step_read()]):
+            train_op = tf.compat.v1.assign_add(gs, 1)
         hook = tf.compat.v1.train.ProfilerHook(output_dir=str(tmp_path / "tf"), **kwargs)
         with tf.compat.v1.train.MonitoredSession(hooks=[hook]) as sess:
             for tick in ticks:
