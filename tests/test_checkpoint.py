@@ -92,7 +92,7 @@ def test_save_restore_round_trip(tmp_path: Path) -> None:
     assert path == str(tmp_path / "model.ckpt-3")
     assert saver.last_checkpoints == [path]
     manifest = json.loads((Path(path) / "manifest.json").read_text())
-    assert manifest["step"] == 3 and manifest["backend"] == "numpy" and manifest["format_version"] == 1
+    assert manifest["step"] == 3 and manifest["backend"] == "numpy" and manifest["format_version"] == 2
     entry = manifest["files"]["state.npz"]
     assert entry["size"] == (Path(path) / "state.npz").stat().st_size > 0
     assert isinstance(entry["crc32"], int)
@@ -298,11 +298,15 @@ CORRUPTIONS = {
     "missing payload": (lambda ck: (ck / "state.npz").unlink(), "state.npz is missing"),
     "garbled manifest": (lambda ck: (ck / "manifest.json").write_text('{"step": 3, "fil'), "garbled"),
     "missing manifest": (lambda ck: (ck / "manifest.json").unlink(), "manifest.json is missing"),
-    "wrong-step manifest": (
-        lambda ck: (ck / "manifest.json").write_text(
-            (ck / "manifest.json").read_text().replace('"step": 3', '"step": 2')
-        ),
+    "wrong-step manifest": (  # an intact manifest of another step (a folder copied over)
+        lambda ck: (ck / "manifest.json").write_bytes((ck.parent / "model.ckpt-2" / "manifest.json").read_bytes()),
         "step 2",
+    ),
+    "edited manifest": (
+        lambda ck: (ck / "manifest.json").write_text(
+            (ck / "manifest.json").read_text().replace('"backend": "numpy"', '"backend": "nump"')
+        ),
+        "fails its checksum",
     ),
 }
 
@@ -413,8 +417,9 @@ def test_a_writer_failing_midway_leaves_everything_as_it_was(tmp_path: Path) -> 
         Path(folder, "state.npz").write_bytes(b"half a payl")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(looprt.errors.ResourceExhaustedError, match=r"model\.ckpt-3.*disk is full") as info:
         manager.save(state(3), 3, broken_writer)
+    assert isinstance(info.value.__cause__, OSError) and info.value.__cause__.errno == errno.ENOSPC
     assert (tmp_path / "checkpoint.json").read_bytes() == index_before
     assert steps_on_disk(tmp_path) == [1, 2]
     assert sorted(os.listdir(tmp_path)) == ["checkpoint.json", "model.ckpt-1", "model.ckpt-2"]

@@ -1,19 +1,35 @@
 """Crash-safe checkpoints: ``CheckpointManager`` owns a directory; ``Saver`` is TF's API over it.
 
 A checkpoint is a folder ``<basename>-<step>`` holding the backend's payload
-files and a ``manifest.json`` (format version, step, wall time, backend, and
-each file's size and checksum). A save writes into a fresh ``.tmp*`` folder,
-fsyncs every file, the manifest and the folder, renames the folder into place,
-and only then atomically replaces the index ``checkpoint.json`` (latest
-checkpoint, kept checkpoints in order, with times). A crash or an error at any
-point leaves the previous checkpoints and index as they were; leftover
-``.tmp*`` entries are cleaned up by the next save.
+files and a ``manifest.json`` (format version, step, wall time, backend, each
+file's size and checksum, and a checksum of the manifest itself). A save
+writes into a fresh ``.tmp*`` folder, fsyncs every file, the manifest and the
+folder, renames the folder into place, and only then atomically replaces the
+index ``checkpoint.json`` (latest checkpoint, kept checkpoints in order, with
+times, and its own checksum). A crash at any point leaves the previous
+checkpoints and index in view; leftover ``.tmp*`` entries are cleaned up by
+the next save. A save that fails undoes what it did: a full disk raises
+``ResourceExhaustedError``, an unwritable folder ``PermissionDeniedError``.
 
 Readers trust nothing unverified: ``latest_checkpoint`` checks the manifest and
 every file's size and checksum, and skips a bad checkpoint with a
 ``CheckpointWarning`` (and a log warning) naming it and why, falling back to
 the previous good one; an unreadable index falls back to scanning the folder.
 One manager, in one process, writes a directory at a time (as with TF).
+
+Retention writes the index first, naming the checkpoints it is about to
+delete, then deletes them; deletions a crash interrupted are finished by the
+next save. Replacing a checkpoint of the same step moves the old folder aside
+first; readers use that copy if a crash left it there.
+
+``save_async`` (and ``Saver.save_async``) write in a background thread, at
+most one save in flight per manager; a background failure is logged when it
+happens and raised by the next save, ``wait_until_finished()`` or ``close()``.
+
+Every step of the protocol is a named boundary (``BOUNDARIES``).
+``set_fault_hook`` installs a function called at each one, so that tests can
+kill or fail a save at any of them; without a hook a boundary costs one
+global lookup.
 """
 
 from __future__ import annotations
@@ -23,6 +39,7 @@ import dataclasses
 import errno
 import json
 import logging
+import numbers
 import operator
 import os
 import posixpath
@@ -36,20 +53,31 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NoReturn
 
-from looprt.errors import DataLossError, FailedPreconditionError, NotFoundError, PermissionDeniedError
+from looprt.errors import (
+    DataLossError,
+    FailedPreconditionError,
+    NotFoundError,
+    OpError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+)
 
 __all__ = [
+    "BOUNDARIES",
     "CheckpointInfo",
     "CheckpointManager",
     "CheckpointWarning",
     "Saver",
     "latest_checkpoint",
+    "set_fault_hook",
     "verify_checkpoint",
 ]
 
 logger = logging.getLogger("looprt.checkpoint")
 
-FORMAT_VERSION = 1
+# 2: the manifest and the index carry a checksum of their own content; the
+# index names the checkpoints retention is deleting. Version 1 is still read.
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 INDEX = "checkpoint.json"
 TMP_PREFIX = ".tmp"
@@ -74,6 +102,65 @@ def _crc32(path: str) -> int:
 # algorithm it knows and fails a file with none it knows.
 CHECKSUMS: dict[str, Callable[[str], int]] = {"crc32": _crc32}
 WRITE_CHECKSUM = "crc32"
+
+# The save protocol, in order. Each name is a point between two steps of it
+# where a crash, a full disk or an error may strike; ``[file]`` boundaries are
+# passed each payload file, ``retention.*`` ones each checkpoint deleted.
+BOUNDARIES: tuple[str, ...] = (
+    "save.begin",  # the lock is held, nothing written yet
+    "stale.remove",  # before removing what an interrupted save left
+    "tmp.created",  # the temporary folder exists, empty
+    "payload.write.before",
+    "payload.write.after",  # the backend wrote its files; nothing fsynced
+    "payload.fsync.before",  # [file]
+    "payload.fsync.after",  # [file]
+    "payload.dir_fsync.after",  # subfolders of the payload fsynced
+    "manifest.write.before",
+    "manifest.write.after",  # written and flushed, not fsynced
+    "manifest.fsync.after",
+    "tmp.dir_fsync.after",  # the temporary folder is complete and durable
+    "commit.move_aside.after",  # a checkpoint of the same step moved aside
+    "commit.rename.before",
+    "commit.rename.after",  # the checkpoint is in place, not yet indexed
+    "commit.dir_fsync.after",
+    "commit.displaced_delete.after",
+    "index.write.before",
+    "index.write.after",  # the new index written to a temporary file
+    "index.fsync.after",
+    "index.replace.after",  # the new index is in place: the save is committed
+    "index.dir_fsync.after",
+    "retention.delete.before",  # [checkpoint]
+    "retention.move_aside.after",  # [checkpoint] renamed out of view
+    "retention.delete.after",  # [checkpoint]
+    "save.end",
+)
+
+FaultHook = Callable[[str, str], None]
+_fault_hook: FaultHook | None = None
+
+
+def set_fault_hook(hook: FaultHook | None) -> FaultHook | None:
+    """Call ``hook(boundary, subject)`` at every boundary of a save; return the previous hook.
+
+    For fault-injection tests: ``boundary`` is one of ``BOUNDARIES`` and
+    ``subject`` the checkpoint, payload file or index concerned. The hook runs
+    in the saving thread with the manager's lock held; what it raises fails
+    the save at that point, and ``os.kill(os.getpid(), SIGKILL)`` there is a
+    crash at that point. None removes it. Process-wide; not for production.
+    """
+    global _fault_hook
+    previous, _fault_hook = _fault_hook, hook
+    return previous
+
+
+def _boundary(name: str, subject: str) -> None:
+    hook = _fault_hook
+    if hook is not None:
+        hook(name, subject)
+
+
+_DENIED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG})
 
 
 class CheckpointWarning(UserWarning):
@@ -105,6 +192,7 @@ class _Index:
     kept: list[_Record]
     preserved: list[_Record]
     next_keep_time: float | None
+    deleting: list[str]  # retention was deleting these when the index was written
 
 
 # Temporary paths being written right now by some manager of this process:
@@ -173,7 +261,30 @@ def _warn(message: str) -> None:
 
 
 def _too_new(version: Any) -> bool:
-    return not isinstance(version, int) or version > FORMAT_VERSION
+    return isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION
+
+
+# Manifests and indexes end with their own checksum: the CRC32 of every byte
+# before it (with the object closed there), so any damage to the text is seen.
+_CHECKSUM_TAIL = re.compile(rb',\n "checksum": (\d+)\n\}\n?\Z')
+
+
+def _json_with_checksum(data: Mapping[str, Any]) -> bytes:
+    """``data`` as indented JSON whose last field is the checksum of the text before it."""
+    body = json.dumps(data, indent=1, sort_keys=True).encode()
+    return body[:-2] + b',\n "checksum": %d\n}\n' % zlib.crc32(body)
+
+
+def _content_problem(raw: bytes, data: Mapping[str, Any]) -> str | None:
+    """What is wrong with the checksum of a manifest or index ``raw`` (parsed: ``data``), if anything."""
+    if data["format_version"] < 2:
+        return None  # written before manifests and indexes carried one
+    tail = _CHECKSUM_TAIL.search(raw)
+    if tail is None:
+        return "has no checksum"
+    if zlib.crc32(raw[: tail.start()] + b"\n}") != int(tail[1]):
+        return "fails its checksum: its content was changed or damaged"
+    return None
 
 
 def _read_manifest(path: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -195,8 +306,11 @@ def _read_manifest(path: str) -> tuple[dict[str, Any] | None, str | None]:
     if _too_new(manifest.get("format_version")):
         return None, (
             f"{MANIFEST} has format_version {manifest.get('format_version')!r}; "
-            f"this looprt reads up to {FORMAT_VERSION}"
+            f"this looprt reads 1 to {FORMAT_VERSION}"
         )
+    content_problem = _content_problem(raw, manifest)
+    if content_problem is not None:
+        return None, f"{MANIFEST} is garbled ({content_problem})"
     step, files = manifest.get("step"), manifest.get("files")
     if not isinstance(step, int) or not isinstance(manifest.get("time"), (int, float)):
         return None, f"{MANIFEST} is garbled (bad or missing step or time)"
@@ -274,14 +388,24 @@ def _read_index(directory: str, index_name: str) -> tuple[_Index | None, str | N
         data = json.loads(raw)
         if _too_new(data["format_version"]):
             raise ValueError(f"format_version {data['format_version']!r} is not one this looprt reads")
+        content_problem = _content_problem(raw, data)
+        if content_problem is not None:
+            raise ValueError(f"it {content_problem}")
         latest = data["latest"]
         if latest is not None and not _is_plain_name(latest):
             raise ValueError(f"bad latest {latest!r}")
         next_keep = data.get("next_keep_time")
         if next_keep is not None and not isinstance(next_keep, (int, float)):
             raise ValueError(f"bad next_keep_time {next_keep!r}")
+        deleting = data.get("deleting", [])
+        if not isinstance(deleting, list) or not all(_is_plain_name(n) for n in deleting):
+            raise ValueError(f"bad deleting {deleting!r}")
         index = _Index(
-            latest, _parse_records(data["checkpoints"]), _parse_records(data.get("preserved", [])), next_keep
+            latest,
+            _parse_records(data["checkpoints"]),
+            _parse_records(data.get("preserved", [])),
+            next_keep,
+            deleting,
         )
     except (ValueError, KeyError, TypeError) as e:
         return None, f"is garbled ({type(e).__name__}: {e})"
@@ -310,6 +434,21 @@ def _scan(directory: str, basename: str | None) -> list[tuple[int, str]]:
     return sorted(found)
 
 
+def _displaced_copy(directory: str, name: str) -> str | None:
+    """The folder an interrupted replacement of checkpoint ``name`` moved it to, if any."""
+    try:
+        entries = sorted(os.listdir(directory))
+    except OSError:
+        return None
+    for entry in entries:
+        match = _TMP_NAME.match(entry)
+        if match is not None and match["kind"] == "displaced" and match["name"] == name:
+            path = os.path.join(directory, entry)
+            if os.path.isdir(path):
+                return path
+    return None
+
+
 def _find_latest(directory: str, basename: str | None, index_name: str) -> str | None:
     """The newest checkpoint in ``directory`` that verifies; warns about each one skipped."""
     directory = os.fspath(directory)
@@ -333,6 +472,11 @@ def _find_latest(directory: str, basename: str | None, index_name: str) -> str |
             continue
         seen.add(name)
         path = os.path.join(directory, name)
+        if not os.path.lexists(path):
+            aside = _displaced_copy(directory, name)
+            if aside is not None and verify_checkpoint(aside) is None:
+                logger.info("Using %s: %s was moved aside by an interrupted save", aside, path)
+                return aside
         problem = verify_checkpoint(path)
         if problem is None:
             return path
@@ -345,6 +489,10 @@ def latest_checkpoint(checkpoint_dir: str, latest_filename: str | None = None) -
 
     ``latest_filename`` names the index file (default ``checkpoint.json``).
     """
+    if not isinstance(checkpoint_dir, (str, os.PathLike)):
+        raise TypeError(f"checkpoint_dir must be a path, got {type(checkpoint_dir).__name__}")
+    if latest_filename is not None and not _is_plain_name(latest_filename):
+        raise ValueError(f"latest_filename must be a plain file name, got {latest_filename!r}")
     return _find_latest(os.fspath(checkpoint_dir), None, latest_filename or INDEX)
 
 
@@ -355,6 +503,24 @@ def _folder_size(path: str) -> int:
             with contextlib.suppress(OSError):
                 total += os.path.getsize(os.path.join(root, name))
     return total
+
+
+def _check_writer(writer: Any, state: Any) -> None:
+    if not callable(writer):
+        raise TypeError(f"writer must be a function (state, folder) -> file names, got {writer!r}")
+    if not isinstance(state, Mapping):
+        raise TypeError(f"state must be a mapping of names to values, got {type(state).__name__}")
+
+
+def _check_retention(max_to_keep: Any, keep_checkpoint_every_n_hours: Any) -> None:
+    if max_to_keep is not None and (
+        isinstance(max_to_keep, bool) or not isinstance(max_to_keep, numbers.Integral) or max_to_keep < 0
+    ):
+        raise ValueError(f"max_to_keep must be None or an int >= 0, got {max_to_keep!r}")
+    hours = keep_checkpoint_every_n_hours
+    real = isinstance(hours, numbers.Real) and not isinstance(hours, bool)
+    if not real or not float(hours) >= 0:  # NaN fails >=
+        raise ValueError(f"keep_checkpoint_every_n_hours must be a number >= 0, got {hours!r}")
 
 
 class CheckpointManager:
@@ -382,14 +548,17 @@ class CheckpointManager:
         index_filename: str = INDEX,
         create: bool = True,
     ) -> None:
+        if not isinstance(directory, (str, os.PathLike)):
+            raise TypeError(f"directory must be a path, got {type(directory).__name__} {directory!r}")
         if not _is_plain_name(basename) or basename.startswith(TMP_PREFIX):
             raise ValueError(f"basename must be a plain file name not starting with '.tmp', got {basename!r}")
         if not _is_plain_name(index_filename):
             raise ValueError(f"index_filename must be a plain file name, got {index_filename!r}")
+        _check_retention(max_to_keep, keep_checkpoint_every_n_hours)
         self.directory = os.fspath(directory)
         self.basename = basename
-        self.max_to_keep = max_to_keep
-        self.keep_checkpoint_every_n_hours = keep_checkpoint_every_n_hours
+        self.max_to_keep = None if max_to_keep is None else int(max_to_keep)
+        self.keep_checkpoint_every_n_hours = float(keep_checkpoint_every_n_hours)
         self.index_filename = index_filename
         self.create = create
         self._clock = clock
@@ -397,7 +566,15 @@ class CheckpointManager:
         self._latest: str | None = None
         self._kept: list[_Record] = []
         self._preserved: list[_Record] = []
-        self._next_keep_time = clock() + keep_checkpoint_every_n_hours * 3600
+        self._deleting: list[str] = []
+        self._next_keep_time = float(clock()) + self.keep_checkpoint_every_n_hours * 3600
+        self._async_lock = threading.Lock()
+        # In the save under way: the checkpoint renamed into place without replacing one,
+        # and the checkpoint the index was replaced for.
+        self._renamed: str | None = None
+        self._indexed: str | None = None
+        self._in_flight: threading.Thread | None = None
+        self._async_error: BaseException | None = None
         self._recover()
 
     def __repr__(self) -> str:
@@ -421,11 +598,15 @@ class CheckpointManager:
         self._kept = [r for r in index.kept if exists(r.name)]
         self._preserved = [r for r in index.preserved if exists(r.name)]
         self._latest = index.latest
+        self._deleting = list(index.deleting)
         if index.next_keep_time is not None:
             self._next_keep_time = index.next_keep_time
 
     def _exists(self, name: str) -> bool:
-        return os.path.isdir(os.path.join(self.directory, name))
+        # A checkpoint moved aside by an interrupted replacement is put back by the next save.
+        return os.path.isdir(os.path.join(self.directory, name)) or (
+            _displaced_copy(self.directory, name) is not None
+        )
 
     def _time_of(self, name: str) -> float:
         manifest, _ = _read_manifest(os.path.join(self.directory, name))
@@ -477,19 +658,124 @@ class CheckpointManager:
 
         ``writer(state, folder)`` writes the payload files into ``folder`` and
         returns their names (``backend.save_payload``). With ``update_index``
-        false the checkpoint is written but neither indexed nor rotated.
+        false the checkpoint is written but neither indexed nor rotated. Waits
+        for a save in flight first, and raises its error if it failed. A full
+        disk raises ``ResourceExhaustedError``, an unwritable folder
+        ``PermissionDeniedError``; either way the directory is left as it was.
         """
+        name = self._name(step)
+        _check_writer(writer, state)
+        self.wait_until_finished()
+        self._save(state, name, writer, backend, update_index)
+        return os.path.join(self.directory, name)
+
+    def save_async(
+        self,
+        state: Mapping[str, Any],
+        step: int,
+        writer: Writer,
+        *,
+        backend: str = "",
+        update_index: bool = True,
+    ) -> str:
+        """Like ``save``, but the files are written by a background thread; returns the path at once.
+
+        ``state`` must not change until the save is done: pass a copy
+        (``backend.state_dict`` makes one). At most one save is in flight:
+        this first waits for the previous one and raises its error, if any.
+        Until the new checkpoint is committed, readers and retention see the
+        previous ones. A failure is logged at once and raised by the next
+        ``save``, ``save_async``, ``wait_until_finished`` or ``close``.
+        """
+        name = self._name(step)
+        _check_writer(writer, state)
+        with self._async_lock:
+            self.wait_until_finished()
+            thread = threading.Thread(
+                target=self._save_in_background,
+                args=(state, name, writer, backend, update_index),
+                name=f"looprt-save-{name}",
+                daemon=False,  # the interpreter waits for a save in flight before exiting
+            )
+            self._in_flight = thread
+            thread.start()
+        return os.path.join(self.directory, name)
+
+    def wait_until_finished(self) -> None:
+        """Block until no save is in flight; raise the error of a background save that failed."""
+        self._join()
+        error, self._async_error = self._async_error, None
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        """Finish a save in flight (raising its error); the manager stays usable."""
+        self.wait_until_finished()
+
+    def _join(self) -> None:
+        """Wait for the save in flight, if any; its error stays pending."""
+        thread = self._in_flight
+        if thread is not None:
+            thread.join()
+            self._in_flight = None
+
+    def _save_in_background(
+        self, state: Mapping[str, Any], name: str, writer: Writer, backend: str, update_index: bool
+    ) -> None:
+        try:
+            self._save(state, name, writer, backend, update_index)
+        except BaseException as e:  # noqa: BLE001 - kept and raised in the caller's thread by the next call
+            path = os.path.join(self.directory, name)
+            logger.error(
+                "Background save of checkpoint %s failed: %s: %s (raised again by the next save or close)",
+                path, type(e).__name__, e,
+            )
+            if hasattr(e, "add_note"):
+                e.add_note(f"raised by the background save of checkpoint {path}")
+            self._async_error = e
+
+    def _name(self, step: int) -> str:
+        if isinstance(step, bool):
+            raise TypeError(f"a checkpoint step must be an int, got {step!r}")
         step = operator.index(step)
         if step < 0:
             raise ValueError(f"a checkpoint step must be >= 0, got {step}")
-        name = f"{self.basename}-{step}"
+        return f"{self.basename}-{step}"
+
+    def _save(
+        self, state: Mapping[str, Any], name: str, writer: Writer, backend: str, update_index: bool
+    ) -> None:
+        step = int(name.rpartition("-")[2])
         with self._lock:
-            self._prepare_directory()
-            self._clean_stale()
-            now = self._write_checkpoint(state, step, name, writer, backend)
-            if update_index:
-                self._record(name, step, now)
-        return os.path.join(self.directory, name)
+            self._indexed = self._renamed = None
+            try:
+                _boundary("save.begin", name)
+                self._prepare_directory()
+                self._clean_stale()
+                self._finish_deletions(name)
+                try:
+                    now = self._write_checkpoint(state, step, name, writer, backend)
+                    if update_index:
+                        self._record(name, step, now)
+                except BaseException:
+                    self._roll_back(name)
+                    raise
+                _boundary("save.end", name)
+            except OpError:
+                raise
+            except OSError as e:
+                if self._indexed == name:  # committed: only the steps after it failed
+                    saved = f"checkpoint {name} was saved in {self.directory!r}"
+                    raise OSError(e.errno, f"{saved}, but then: {e.strerror or e}") from e
+                self._raise_storage_error(e, name)
+
+    def _roll_back(self, name: str) -> None:
+        """After a failed save, remove its new checkpoint if renamed into place but not indexed.
+
+        A checkpoint that replaced one of the same step stays: it is as good.
+        """
+        if self._renamed == name and self._indexed != name:
+            self._delete(name)
 
     def _prepare_directory(self) -> None:
         directory = self.directory
@@ -502,16 +788,22 @@ class CheckpointManager:
                 f"cannot save checkpoints in {directory!r}: it (or a parent) is a file, not a folder"
             ) from e
         except OSError as e:
-            self._raise_denied(e)
+            self._raise_storage_error(e, None)
         if not os.path.isdir(directory):
             raise FailedPreconditionError(f"cannot save checkpoints in {directory!r}: it is not a folder")
 
-    def _raise_denied(self, error: OSError) -> NoReturn:
-        """Raise ``error``, as ``PermissionDeniedError`` when it means the folder is not writable."""
-        if isinstance(error, PermissionError) or error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    def _raise_storage_error(self, error: OSError, name: str | None) -> NoReturn:
+        """Raise ``error``, as TF's error for it when it means the folder is unwritable or full."""
+        what = f"checkpoint {name} in {self.directory!r}" if name else f"checkpoints in {self.directory!r}"
+        if isinstance(error, PermissionError) or error.errno in _DENIED:
             raise PermissionDeniedError(
-                f"cannot save checkpoints in {self.directory!r}: it is not writable "
-                f"({error.strerror or error}); nothing was changed there"
+                f"cannot save {what}: it is not writable ({error.strerror or error}); "
+                "the checkpoints there were left as they were"
+            ) from error
+        if error.errno in _FULL:
+            raise ResourceExhaustedError(
+                f"cannot save {what}: the disk is full ({error.strerror or error}); the checkpoints "
+                "there were left as they were. Free space, or keep fewer (max_to_keep)."
             ) from error
         raise error
 
@@ -525,8 +817,6 @@ class CheckpointManager:
                     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
             except FileExistsError:
                 continue
-            except OSError as e:
-                self._raise_denied(e)
             with _in_use_lock:
                 _in_use.add(path)
             return path
@@ -539,9 +829,11 @@ class CheckpointManager:
     def _write_checkpoint(
         self, state: Mapping[str, Any], step: int, name: str, writer: Writer, backend: str
     ) -> float:
+        """Write and commit checkpoint ``name``; return its time."""
         tmp = self._new_tmp("save", name, folder=True)
         try:
-            files = self._write_payload(state, tmp, writer)
+            _boundary("tmp.created", name)
+            files = self._write_payload(state, tmp, writer, name)
             now = float(self._clock())
             manifest = {
                 "format_version": FORMAT_VERSION,
@@ -550,11 +842,15 @@ class CheckpointManager:
                 "backend": backend,
                 "files": files,
             }
-            with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
-                json.dump(manifest, f, indent=1, sort_keys=True)
+            _boundary("manifest.write.before", name)
+            with open(os.path.join(tmp, MANIFEST), "wb") as f:
+                f.write(_json_with_checksum(manifest))
                 f.flush()
+                _boundary("manifest.write.after", name)
                 os.fsync(f.fileno())
+            _boundary("manifest.fsync.after", name)
             _fsync_dir(tmp)
+            _boundary("tmp.dir_fsync.after", name)
             self._commit(tmp, name)
         except BaseException:
             _remove(tmp)
@@ -563,8 +859,12 @@ class CheckpointManager:
             self._release(tmp)
         return now
 
-    def _write_payload(self, state: Mapping[str, Any], tmp: str, writer: Writer) -> dict[str, Any]:
+    def _write_payload(
+        self, state: Mapping[str, Any], tmp: str, writer: Writer, name: str
+    ) -> dict[str, Any]:
+        _boundary("payload.write.before", name)
         names = list(writer(state, tmp))
+        _boundary("payload.write.after", name)
         if not names:
             raise ValueError(f"the checkpoint writer {writer!r} reported no files")
         files: dict[str, Any] = {}
@@ -578,28 +878,43 @@ class CheckpointManager:
             path = os.path.join(tmp, *rel.split("/"))
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"the checkpoint writer reported {reported!r} but did not write it")
+            _boundary("payload.fsync.before", rel)
             _fsync_file(path)
+            _boundary("payload.fsync.after", rel)
             files[rel] = {"size": os.path.getsize(path), WRITE_CHECKSUM: CHECKSUMS[WRITE_CHECKSUM](path)}
             folders.add(posixpath.dirname(rel))
         for folder in sorted(folders - {""}, reverse=True):
             _fsync_dir(os.path.join(tmp, *folder.split("/")))
+            _boundary("payload.dir_fsync.after", folder)
         return files
 
     def _commit(self, tmp: str, name: str) -> None:
-        """Rename ``tmp`` to ``name``; an existing ``name`` is moved aside first, deleted after."""
+        """Rename ``tmp`` to ``name``; one of that name is moved aside first, deleted after."""
         target = os.path.join(self.directory, name)
         displaced = self._move_aside(target, "displaced", name) if os.path.lexists(target) else None
         try:
-            os.rename(tmp, target)
-        except BaseException:
+            try:
+                if displaced is not None:
+                    _boundary("commit.move_aside.after", name)
+                _boundary("commit.rename.before", name)
+                os.rename(tmp, target)
+            except BaseException:
+                if displaced is not None:  # put it back: the save failed, the old one stands
+                    os.rename(displaced, target)
+                    self._release(displaced)
+                    displaced = None
+                raise
+            if displaced is None:
+                self._renamed = name
+            _boundary("commit.rename.after", name)
+            _fsync_dir(self.directory)
+            _boundary("commit.dir_fsync.after", name)
             if displaced is not None:
-                os.rename(displaced, target)
-                self._release(displaced)
-            raise
-        _fsync_dir(self.directory)
-        if displaced is not None:
-            _remove(displaced)
-            self._release(displaced)
+                _remove(displaced)
+                _boundary("commit.displaced_delete.after", name)
+        finally:
+            if displaced is not None:
+                self._release(displaced)  # if left behind, the next save removes it
 
     def _move_aside(self, path: str, kind: str, name: str) -> str:
         """Rename ``path`` to a fresh ``.tmp-<kind>-...`` name (reserved, so no one else takes it)."""
@@ -620,24 +935,32 @@ class CheckpointManager:
         kept = [r for r in self._kept if r.name != name] + [_Record(name, step, now)]
         preserved = [r for r in self._preserved if r.name != name]
         next_keep_time = self._next_keep_time
-        doomed: list[_Record] = []
+        doomed: list[str] = []
         if self.max_to_keep:
             while len(kept) > self.max_to_keep:
                 oldest = kept.pop(0)
                 if oldest.time > next_keep_time:
                     next_keep_time += self.keep_checkpoint_every_n_hours * 3600
                     preserved.append(oldest)
-                else:
-                    doomed.append(oldest)
-        self._write_index(name, kept, preserved, next_keep_time)
-        self._latest, self._kept, self._preserved = name, kept, preserved
-        self._next_keep_time = next_keep_time
-        for record in doomed:
-            if record.name != name:  # never the checkpoint just written
-                self._delete(record.name)
+                elif oldest.name != name:  # never the checkpoint just written
+                    doomed.append(oldest.name)
+        try:
+            self._write_index(name, kept, preserved, next_keep_time, doomed)
+        finally:
+            if self._indexed == name:  # the index was replaced, even if a later step failed
+                self._latest, self._kept, self._preserved = name, kept, preserved
+                self._next_keep_time = next_keep_time
+                self._deleting = doomed  # what a failure leaves undeleted, the next save deletes
+        for doomed_name in doomed:
+            self._delete(doomed_name)
 
     def _write_index(
-        self, latest: str, kept: list[_Record], preserved: list[_Record], next_keep_time: float
+        self,
+        latest: str,
+        kept: list[_Record],
+        preserved: list[_Record],
+        next_keep_time: float,
+        deleting: list[str],
     ) -> None:
         def records(items: list[_Record]) -> list[dict[str, Any]]:
             return [{"path": r.name, "step": r.step, "time": r.time} for r in items]
@@ -648,25 +971,41 @@ class CheckpointManager:
             "checkpoints": records(kept),
             "preserved": records(preserved),
             "next_keep_time": next_keep_time,
+            "deleting": deleting,
         }
+        _boundary("index.write.before", latest)
         tmp = self._new_tmp("index", self.index_filename, folder=False)
         try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=1)
+            with open(tmp, "wb") as f:
+                f.write(_json_with_checksum(data))
                 f.flush()
+                _boundary("index.write.after", latest)
                 os.fsync(f.fileno())
+            _boundary("index.fsync.after", latest)
             os.replace(tmp, os.path.join(self.directory, self.index_filename))
+            self._indexed = latest
+            _boundary("index.replace.after", latest)
             _fsync_dir(self.directory)
+            _boundary("index.dir_fsync.after", latest)
         except BaseException:
             _remove(tmp)
             raise
         finally:
             self._release(tmp)
 
+    def _finish_deletions(self, saving: str) -> None:
+        """Delete what an interrupted rotation was deleting (named in the index), if still unused."""
+        keep = {r.name for r in self._kept} | {r.name for r in self._preserved} | {self._latest, saving}
+        for name in self._deleting:
+            if name not in keep:
+                self._delete(name)
+        self._deleting = []
+
     def _delete(self, name: str) -> None:
         path = os.path.join(self.directory, name)
         if not os.path.lexists(path):
             return
+        _boundary("retention.delete.before", name)
         logger.info("Deleting old checkpoint %s", path)
         # Renamed first, so a crash mid-delete never leaves a half-deleted checkpoint in view.
         try:
@@ -674,8 +1013,12 @@ class CheckpointManager:
         except OSError as e:
             logger.warning("Ignoring: could not delete %s: %s", path, e)
             return
-        _remove(doomed)
-        self._release(doomed)
+        try:
+            _boundary("retention.move_aside.after", name)
+            _remove(doomed)
+        finally:
+            self._release(doomed)  # if left behind, the next save removes it
+        _boundary("retention.delete.after", name)
 
     def _clean_stale(self) -> None:
         """Remove what interrupted saves left behind; put back a checkpoint moved aside."""
@@ -691,6 +1034,7 @@ class CheckpointManager:
                         continue
                     except OSError as e:
                         logger.warning("Could not restore %s to %s: %s", path, original, e)
+            _boundary("stale.remove", entry)
             logger.info("Removing %s, left by an interrupted save", path)
             _remove(path)
 
@@ -715,6 +1059,10 @@ class Saver:
     verifies the checkpoint, reads all of it, and only then sets the state: a
     missing checkpoint raises ``NotFoundError``, a damaged one
     ``DataLossError``, and neither changes any state.
+
+    ``save_async`` (a looprt extension) takes the state's host copy at once
+    and writes it in the background; ``wait_until_finished()`` or ``close()``
+    waits for it and raises its error, as does the next save.
     """
 
     def __init__(
@@ -726,12 +1074,15 @@ class Saver:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._program = getattr(program, "program", program)
+        if not hasattr(self._program, "backend") or not hasattr(self._program, "states"):
+            raise TypeError(f"Saver needs a looprt Program (or a Step of one), got {program!r}")
         self._max_to_keep = max_to_keep
         self._keep_every = keep_checkpoint_every_n_hours
         self._clock = clock
         self._managers: dict[tuple[str, str], CheckpointManager] = {}
         self._last_manager: CheckpointManager | None = None
         self._lock = threading.Lock()
+        _check_retention(max_to_keep, keep_checkpoint_every_n_hours)  # now, not at the first save
 
     def __repr__(self) -> str:
         return f"<Saver of {self._program!r}>"
@@ -742,6 +1093,10 @@ class Saver:
 
     def manager(self, save_path: str) -> CheckpointManager:
         """The manager of the directory and basename of ``save_path`` ("<dir>/<basename>")."""
+        if not isinstance(save_path, (str, os.PathLike)):
+            raise TypeError(
+                f"save_path must be a path such as '<dir>/model.ckpt', got {type(save_path).__name__}"
+            )
         save_path = os.fspath(save_path)
         directory, basename = os.path.split(save_path)
         if not basename:
@@ -779,26 +1134,70 @@ class Saver:
         ``write_state`` false the index is not updated and nothing is rotated.
         The meta graph and debug-info arguments are accepted and ignored.
         """
-        if save_path is None:
-            raise ValueError("save_path must be a path such as '<dir>/model.ckpt', not None")
-        program = self._program
-        backend = program.backend
-        state = backend.state_dict(program)
-        if global_step is None:
-            global_step = state["global_step"]
-        try:
-            step = operator.index(global_step)
-        except TypeError:
-            step = operator.index(sess.run(global_step))
-        manager = self.manager(save_path)
+        self.wait_until_finished()
+        manager, state, step, backend = self._stage(sess, save_path, global_step)
         path = manager.save(state, step, backend.save_payload, backend=backend.name, update_index=write_state)
         self._last_manager = manager
         return path
+
+    def save_async(self, sess: Any, save_path: str, global_step: Any = None, write_state: bool = True) -> str:
+        """Take a host copy of the state now, write it in a background thread; return its path.
+
+        At most one save of this saver is in flight: this first waits for the
+        previous one and raises its error, if any. The checkpoint becomes
+        visible to readers once committed.
+        """
+        self.wait_until_finished()
+        manager, state, step, backend = self._stage(sess, save_path, global_step)
+        path = manager.save_async(
+            state, step, backend.save_payload, backend=backend.name, update_index=write_state
+        )
+        self._last_manager = manager
+        return path
+
+    def _stage(self, sess: Any, save_path: str, global_step: Any) -> tuple[CheckpointManager, Any, int, Any]:
+        if save_path is None:
+            raise ValueError("save_path must be a path such as '<dir>/model.ckpt', not None")
+        manager = self.manager(save_path)
+        program = self._program
+        backend = program.backend
+        state = backend.state_dict(program)  # a host copy: training may go on while it is written
+        if global_step is None:
+            global_step = state["global_step"]
+        if isinstance(global_step, bool):
+            raise TypeError(f"global_step must be an int or the global step handle, got {global_step!r}")
+        try:
+            step = operator.index(global_step)
+        except TypeError:
+            if sess is None or not hasattr(sess, "run"):
+                raise TypeError(
+                    "global_step must be an int or, with a session, the global step handle; "
+                    f"got {global_step!r}"
+                ) from None
+            step = operator.index(sess.run(global_step))
+        return manager, state, step, backend
+
+    def wait_until_finished(self) -> None:
+        """Block until no save of this saver is in flight; raise the error of one that failed."""
+        errors = []
+        for manager in list(self._managers.values()):
+            try:
+                manager.wait_until_finished()
+            except BaseException as e:  # noqa: BLE001 - wait for every manager, then raise the first
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+    def close(self) -> None:
+        """Finish any save in flight, raising its error (``wait_until_finished``)."""
+        self.wait_until_finished()
 
     def restore(self, sess: Any, save_path: str | None) -> None:
         """Set the program's state from checkpoint ``save_path``, all or nothing."""
         if save_path is None:
             raise ValueError("Can't load save_path when it is None.")
+        if not isinstance(save_path, (str, os.PathLike)):
+            raise TypeError(f"save_path must be a checkpoint path, got {type(save_path).__name__}")
         save_path = os.fspath(save_path)
         problem = verify_checkpoint(save_path)
         if problem is not None:
@@ -824,7 +1223,14 @@ class Saver:
             raise
 
     def latest_checkpoint(self, checkpoint_dir: str, latest_filename: str | None = None) -> str | None:
-        """The newest valid checkpoint in ``checkpoint_dir``, or None."""
+        """The newest valid checkpoint in ``checkpoint_dir``, or None.
+
+        A save of this saver in flight is waited for first (its error, if
+        any, is kept for the next save), so a session that recovers restores
+        the newest state.
+        """
+        for manager in list(self._managers.values()):
+            manager._join()
         return latest_checkpoint(checkpoint_dir, latest_filename)
 
     @property

@@ -6,6 +6,15 @@ created, whenever its timer fires after a run, and at the end unless the last
 save was already at the final step. Each ``CheckpointSaverListener`` hears
 about each save; one whose ``after_save`` returns True stops the training.
 
+Extensions (opt-in): ``async_save=True`` writes each checkpoint in the
+background through ``Saver.save_async`` (the state is copied to host memory
+first, at most one save is in flight, a failure is raised by the next save or
+by ``end``, which also waits for the last save); listeners' ``after_save`` is
+then called once the save is under way, not committed. With a
+``PreemptionHook`` in the session, the hook saves at the step boundary after a
+preemption signal, waits until that checkpoint is committed and requests a
+stop; ``end`` then does not save the same step again.
+
 Differences from TF: the global step is resolved in ``after_create_session``
 (a looprt program does not exist before the session); the saver is ``saver``,
 else ``scaffold.saver``, else the program's default saver (a TF graph's
@@ -17,11 +26,14 @@ module's job); ``clock`` (seconds) can be injected for the timer.
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from looprt.hooks.preemption import notice as preemption
 from looprt.hooks.session_run_hook import (
     SessionRunArgs,
     SessionRunContext,
@@ -71,11 +83,25 @@ class CheckpointSaverHook(SessionRunHook):
         listeners: Iterable[Any] | None = None,
         save_graph_def: bool = True,
         *,
+        async_save: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         logger.info("Create CheckpointSaverHook.")
         if saver is not None and scaffold is not None:
             raise ValueError("You cannot provide both saver and scaffold.")
+        if not isinstance(checkpoint_dir, (str, os.PathLike)):
+            raise TypeError(f"checkpoint_dir must be a path, got {type(checkpoint_dir).__name__}")
+        if save_steps is not None and (
+            isinstance(save_steps, bool) or not isinstance(save_steps, numbers.Integral) or save_steps < 1
+        ):
+            raise ValueError(f"save_steps must be an int >= 1, got {save_steps!r}")
+        if save_secs is not None and (
+            isinstance(save_secs, bool)
+            or not isinstance(save_secs, numbers.Real)
+            or not 0 < float(save_secs) < math.inf  # NaN fails too
+        ):
+            raise ValueError(f"save_secs must be a finite number of seconds > 0, got {save_secs!r}")
+        self._async_save = bool(async_save)
         self._saver = saver
         self._checkpoint_dir = checkpoint_dir
         self._save_path = os.path.join(checkpoint_dir, checkpoint_basename)
@@ -107,6 +133,9 @@ class CheckpointSaverHook(SessionRunHook):
         return SessionRunArgs(self._global_step_tensor)
 
     def after_run(self, run_context: SessionRunContext, run_values: SessionRunValues) -> None:
+        if preemption.signum is not None:
+            self._save_for_preemption(run_context)
+            return
         stale_global_step = run_values.results
         if self._timer.should_trigger_for_step(stale_global_step + self._steps_per_run):
             # Get the real value after the train op.
@@ -116,12 +145,31 @@ class CheckpointSaverHook(SessionRunHook):
                 if self._save(run_context.session, global_step):
                     run_context.request_stop()
 
+    def _save_for_preemption(self, run_context: SessionRunContext) -> None:
+        """Save this step now, unless just saved; wait until it is committed; stop."""
+        session = run_context.session
+        global_step = session.run(self._global_step_tensor)
+        if global_step != self._timer.last_triggered_step():
+            self._timer.update_last_triggered_step(global_step)
+            self._save(session, global_step)
+        self._wait(session)
+        preemption.saved_step = int(global_step)
+        run_context.request_stop()
+
     def end(self, session: Any) -> None:
         last_step = session.run(self._global_step_tensor)
         if last_step != self._timer.last_triggered_step():
             self._save(session, last_step)
+        self._wait(session)
+        if preemption.signum is not None:
+            preemption.saved_step = int(last_step)
         for listener in self._listeners:
             listener.end(session, last_step)
+
+    def _wait(self, session: Any) -> None:
+        """Wait for an asynchronous save to be committed; raise its error."""
+        if self._async_save:
+            self._get_saver(session).wait_until_finished()
 
     def _save(self, session: Any, step: Any) -> bool:
         """Save for ``step``; whether a listener asked to stop."""
@@ -129,9 +177,11 @@ class CheckpointSaverHook(SessionRunHook):
         for listener in self._listeners:
             listener.before_save(session, step)
         logger.info("Saving checkpoints for %d into %s.", step, self._save_path)
-        self._get_saver(session).save(
-            session, self._save_path, global_step=step, write_meta_graph=self._save_graph_def
-        )
+        saver = self._get_saver(session)
+        if self._async_save:
+            saver.save_async(session, self._save_path, global_step=step)
+        else:
+            saver.save(session, self._save_path, global_step=step, write_meta_graph=self._save_graph_def)
         # TF adds a SessionLog.CHECKPOINT event here; summaries are another module's job.
         logger.info("Calling checkpoint listeners after saving checkpoint %d...", step)
         should_stop = False
@@ -144,6 +194,15 @@ class CheckpointSaverHook(SessionRunHook):
         return should_stop
 
     def _get_saver(self, session: Any) -> Any:
+        saver = self._find_saver(session)
+        if self._async_save and not hasattr(saver, "save_async"):
+            raise TypeError(
+                f"async_save=True needs a saver with save_async and wait_until_finished "
+                f"(a looprt.checkpoint.Saver); got {saver!r}"
+            )
+        return saver
+
+    def _find_saver(self, session: Any) -> Any:
         if self._saver is not None:
             return self._saver
         if self._scaffold is not None and self._scaffold.saver is not None:

@@ -1,0 +1,189 @@
+"""TF-format checkpoints, written through looprt's crash-safe ``CheckpointManager``.
+
+TF writes a checkpoint as several files sharing a prefix (``.index``,
+``.data-*``, ``.meta``). Here each save hands TF a prefix *inside the
+manager's fresh temporary folder*: TF writes its files there, the manager
+fsyncs and checksums them into the manifest, renames the folder to
+``<dir>/<basename>-<step>`` and only then replaces the index. A crash
+mid-save thus leaves no half checkpoint in view, exactly as for every other
+backend. (Letting TF write next to the index and recording its files
+afterwards would leave TF's partial files in place on a crash, and renaming
+them one by one is not atomic.)
+
+Each checkpoint folder holds TF's files under the prefix
+``<basename>-<step>`` plus TF's ``checkpoint`` state file naming it, so the
+folder itself is what TF's readers take::
+
+    tf.train.load_checkpoint("ckpts/model.ckpt-100")    # or list_variables, ...
+
+After every indexed save a TF ``checkpoint`` state file in the directory is
+updated too (after looprt's index, which stays the authority), so
+``tf.train.latest_checkpoint("ckpts")`` and TF's own ``Saver`` and
+``MonitoredSession`` find the newest one. Going the other way,
+``latest_checkpoint`` falls back to a plain TF checkpoint when the directory
+has no looprt checkpoint, so a job moved onto looprt resumes from what TF
+wrote.
+
+``ManagedSaver`` is what both TF savers share: ``GraphSaver`` (graph mode,
+``graph_saver.py``) wraps a ``tf.compat.v1.train.Saver``; ``ObjectSaver``
+(eager mode, ``object_saver.py``) writes a ``tf.train.Checkpoint`` of a looprt
+program's live objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import tensorflow as tf
+
+from looprt.checkpoint import MANIFEST, CheckpointManager, verify_checkpoint
+from looprt.checkpoint import latest_checkpoint as looprt_latest_checkpoint
+
+__all__ = ["TF_STATE_FILE", "ManagedSaver", "step_of", "tf_prefix"]
+
+logger = logging.getLogger("looprt.checkpoint")
+
+TF_STATE_FILE = "checkpoint"
+
+
+def tf_prefix(folder: str) -> str:
+    """The TF checkpoint prefix inside looprt checkpoint folder ``folder``."""
+    folder = os.path.normpath(os.fspath(folder))
+    return os.path.join(folder, os.path.basename(folder))
+
+
+def _write_tf_state(directory: str, latest: str, all_paths: Iterable[str]) -> None:
+    """Atomically write TF's ``checkpoint`` state file, with paths relative to ``directory``."""
+    # An absolute save_dir keeps TF from rewriting the relative paths against the cwd.
+    proto = tf.compat.v1.train.generate_checkpoint_state_proto(
+        os.path.abspath(directory), latest, all_model_checkpoint_paths=list(all_paths)
+    )
+    fd, tmp = tempfile.mkstemp(prefix=f"{TF_STATE_FILE}.", suffix=".looprt-tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(str(proto))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, os.path.join(directory, TF_STATE_FILE))
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _relative_prefix(folder: str) -> str:
+    name = os.path.basename(os.path.normpath(folder))
+    return f"{name}/{name}"
+
+
+def _files_under(folder: str) -> list[str]:
+    names = []
+    for root, _, files in os.walk(folder):
+        for name in files:
+            names.append(os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/"))
+    return sorted(names)
+
+
+class _NothingToSave(Exception):
+    """TF wrote nothing (an empty saver): abandon the checkpoint."""
+
+
+class ManagedSaver:
+    """TF-format saves through one ``CheckpointManager`` per directory and basename; finding them."""
+
+    def __init__(
+        self, max_to_keep: int | None, keep_checkpoint_every_n_hours: float, clock: Callable[[], float]
+    ):
+        self._max_to_keep = max_to_keep
+        self._keep_every = keep_checkpoint_every_n_hours
+        self._clock = clock
+        self._managers: dict[tuple[str, str], CheckpointManager] = {}
+        self._last_manager: CheckpointManager | None = None
+        self._lock = threading.Lock()
+
+    def manager(self, save_path: str) -> CheckpointManager:
+        """The manager of the directory and basename of ``save_path`` ("<dir>/<basename>")."""
+        directory, basename = os.path.split(os.fspath(save_path))
+        if not basename:
+            raise ValueError(f"save_path must end in a file name such as 'model.ckpt', got {save_path!r}")
+        key = (os.path.abspath(directory or "."), basename)
+        with self._lock:
+            manager = self._managers.get(key)
+            if manager is None:
+                manager = self._managers[key] = CheckpointManager(
+                    directory or ".",
+                    max_to_keep=self._max_to_keep,
+                    keep_checkpoint_every_n_hours=self._keep_every,
+                    basename=basename,
+                    clock=self._clock,
+                )
+        return manager
+
+    def _save_with(
+        self, save_path: str, step: int, write: Callable[[str], str | None], write_state: bool
+    ) -> str | None:
+        """Write checkpoint ``<save_path>-<step>``: ``write(prefix)`` puts TF's files in the temp folder.
+
+        ``write`` returns what TF's save returned: None means TF saved nothing
+        (a saver of no variables), and then no checkpoint is made.
+        """
+        manager = self.manager(save_path)
+        name = f"{manager.basename}-{step}"
+
+        def writer(state: Any, folder: str) -> list[str]:
+            if write(os.path.join(folder, name)) is None:
+                raise _NothingToSave
+            files = _files_under(folder)
+            _write_tf_state(folder, name, [name])
+            return [*files, TF_STATE_FILE]
+
+        try:
+            path = manager.save({}, step, writer, backend="tensorflow", update_index=write_state)
+        except _NothingToSave:
+            return None
+        self._last_manager = manager
+        if write_state:
+            kept = [_relative_prefix(p) for p in manager.last_checkpoints]
+            _write_tf_state(manager.directory, _relative_prefix(path), kept or [_relative_prefix(path)])
+        return path
+
+    @staticmethod
+    def _verified_prefix(save_path: str) -> str:
+        """The TF prefix to read for ``save_path``: a verified looprt folder's, else ``save_path``."""
+        save_path = os.fspath(save_path)
+        if not os.path.isdir(save_path):
+            return save_path  # a plain TF prefix (TF's readers judge it)
+        problem = verify_checkpoint(save_path)
+        if problem is not None:
+            raise tf.errors.DataLossError(
+                None, None, f"checkpoint {save_path!r} cannot be restored: {problem}"
+            )
+        return tf_prefix(save_path)
+
+    def latest_checkpoint(self, checkpoint_dir: str, latest_filename: str | None = None) -> str | None:
+        """The newest valid looprt checkpoint in ``checkpoint_dir``, else a plain TF one, else None."""
+        path = looprt_latest_checkpoint(checkpoint_dir)
+        if path is not None:
+            return path
+        tf_path: str | None = tf.train.latest_checkpoint(checkpoint_dir, latest_filename)
+        if tf_path is None or os.path.exists(os.path.join(os.path.dirname(tf_path), MANIFEST)):
+            return None  # nothing, or a mirror entry pointing into a damaged looprt checkpoint
+        return tf_path
+
+    @property
+    def last_checkpoints(self) -> list[str]:
+        """Checkpoints kept in rotation by the last save, oldest first."""
+        return [] if self._last_manager is None else self._last_manager.last_checkpoints
+
+
+def step_of(sess: Any, global_step: Any) -> int:
+    try:
+        return operator.index(global_step)
+    except TypeError:
+        return operator.index(sess.run(global_step))
