@@ -87,7 +87,8 @@ class World:
         self.side = side
         self.scenario = scenario
         self.log: list[tuple[Any, ...]] = []
-        self.sessions: dict[int, int] = {}  # id(raw session) -> creation number
+        self.created = 0
+        self.sessions: dict[int, int] = {}  # id(raw session) -> creation number (ids are reused)
         self.leaf: dict[str, Any] = {}
         self.name_of: dict[Any, str] = {}
 
@@ -297,7 +298,8 @@ class SessionNumbering:
         pass
 
     def after_create_session(self, session: Any, coord: Any) -> None:
-        self.world.sessions[id(session)] = len(self.world.sessions) + 1
+        self.world.created += 1
+        self.world.sessions[id(session)] = self.world.created
 
     def before_run(self, run_context: Any) -> None:
         return None
@@ -359,7 +361,7 @@ def drive(side: Side, scenario: dict[str, Any], tmp: Path) -> list[tuple[Any, ..
                 except Exception as e:
                     log.append(("caller.close", classify(e)))
         log.append(("caller.final", sess.should_stop(), sess.graph, graph.finalized))
-    log.append(("caller.sessions", len(world.sessions)))
+    log.append(("caller.sessions", world.created))
     return log
 
 
@@ -654,14 +656,23 @@ def _tf_hook_outputs(ns: Any, tmp: Path) -> tuple[list[str], list[Any], list[str
     graph, leaf = _graph(f"tf-hooks-{ns.__name__}")
     with graph.as_default():
         logging_hook = tf.compat.v1.train.LoggingTensorHook(
-            {"x2": "x2", "xy": "xy:0", "counter": leaf["inc"]}, every_n_iter=2, formatter=lambda v: messages.append(repr(v)) or ""
+            {"x2": "x2", "xy": "xy:0", "counter": leaf["inc"]},
+            every_n_iter=2,
+            formatter=lambda v: messages.append(repr(v)) or "",
         )
         profiler = tf.compat.v1.train.ProfilerHook(save_steps=2, output_dir=str(tmp))
         final = tf.compat.v1.train.FinalOpsHook(leaf["counter"])
         results = []
+
+        def step(step_context: Any) -> Any:
+            # The global step advances in a run of its own: TF's hooks read it in the hooked
+            # run, which would race an increment made in that same run (in TF alone too).
+            step_context.session.run(leaf["gsi"])
+            return step_context.run_with_hooks([leaf["x2"], leaf["inc"]])
+
         with ns.MonitoredSession(hooks=[logging_hook, profiler, final]) as sess:
             for _ in range(5):
-                results.append(sess.run([leaf["train"], leaf["gsi"]])[1])
+                results.append(sess.run_step_fn(step))
         results.append(final.final_ops_values)
     return messages, results, sorted(p.name for p in tmp.iterdir() if p.name.startswith("timeline"))
 

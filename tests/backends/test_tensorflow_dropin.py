@@ -315,7 +315,8 @@ def _with_standard_hooks(namespace: Any, fail_on_nan_loss: bool, tmp_path: Path)
         global_step = tf.compat.v1.train.get_or_create_global_step()
         x = tf.compat.v1.placeholder_with_default(1.0, [], name="x")
         loss = tf.math.log(x)  # NaN for the fourth feed
-        step = tf.group(tf.compat.v1.assign_add(global_step, 1))
+        advance = tf.compat.v1.assign_add(global_step, 1)
+        compute = tf.group(loss)
         final = namespace.FinalOpsHook({"step": global_step, "x2": x * 2.0})
         hooks = [
             namespace.FeedFnHook(lambda: {x: feeds.pop(0)}),
@@ -326,10 +327,17 @@ def _with_standard_hooks(namespace: Any, fail_on_nan_loss: bool, tmp_path: Path)
             final,
         ]
         runs = 0
+
+        def step(step_context: Any) -> None:
+            # The global step advances in a run of its own: the hooks read it in the hooked run,
+            # which would race an increment made in that same run (in TF alone too).
+            step_context.session.run(advance)
+            step_context.run_with_hooks(compute)
+
         try:
             with namespace.MonitoredSession(hooks=hooks) as sess:
                 while not sess.should_stop():
-                    sess.run(step)
+                    sess.run_step_fn(step)
                     runs += 1
             outcome = "clean"
         except Exception as e:

@@ -161,8 +161,13 @@ def test_matches_tensorflow(kwargs: dict[str, int], advance: int, start: int) ->
     tf = pytest.importorskip("tensorflow")
 
     with tf.Graph().as_default():
+        from tensorflow.python.training import training_util
+
         gs = tf.compat.v1.train.get_or_create_global_step()
-        train_op = tf.compat.v1.assign_add(gs, advance)
+        # Order the hook's global-step read before the increment: TF otherwise races
+        # them inside one run (looprt reads state before steps by design).
+        with tf.control_dependencies([training_util._get_or_create_global_step_read()]):
+            train_op = tf.compat.v1.assign_add(gs, advance)
         scaffold = tf.compat.v1.train.Scaffold(init_fn=lambda _, s: gs.load(start, s))
         creator = tf.compat.v1.train.ChiefSessionCreator(scaffold=scaffold)
         final = tf.compat.v1.train.FinalOpsHook(gs)
