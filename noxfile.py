@@ -63,3 +63,17 @@ def tests_torch(session: nox.Session) -> None:
     session.install(*INSTALL, "-e", ".[torch,test]")
     session.run("pytest", "-m", "torch", *session.posargs)
     session.run("pytest", "-m", "torch and slow", *session.posargs)
+
+
+@nox.session
+def faults(session: nox.Session) -> None:
+    """Long fault-injection runs: SIGKILL at every save boundary, thousands of corruptions."""
+    session.install(*INSTALL, "-e", ".[all,test]")
+    session.run("pytest", "-m", "slow", "tests/reliability", *session.posargs)
+
+
+@nox.session(name="tests-tensorflow")
+def tests_tensorflow(session: nox.Session) -> None:
+    """The TensorFlow tests: the drop-in namespace, eager programs, the server cluster."""
+    session.install(*INSTALL, "-e", ".[tensorflow,test]")
+    session.run("pytest", "-m", "tensorflow", *session.posargs)

@@ -317,6 +317,12 @@ class Program:
         one to the global step each time the step runs.
         """
 
+        if isinstance(outputs, str):
+            raise TypeError(
+                f"outputs must be a sequence of names, got the string {outputs!r}; "
+                f"write outputs=({outputs!r},)"
+            )
+
         def declare(f: Callable[..., Any]) -> Step:
             step_name = name or str(getattr(f, "__name__", "step"))
             self._check_new(step_name)

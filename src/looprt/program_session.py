@@ -211,6 +211,11 @@ class ProgramSession:
         return results
 
     def _feeds(self, feed_dict: Mapping[Any, Any]) -> dict[Input, Any]:
+        if not isinstance(feed_dict, Mapping):
+            raise FeedError(
+                f"feed_dict must be a mapping of inputs (or their names) to values, "
+                f"got {type(feed_dict).__name__}"
+            )
         feeds: dict[Input, Any] = {}
         from_feed = self.backend.from_feed
         for key, value in feed_dict.items():

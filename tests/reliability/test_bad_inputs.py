@@ -213,8 +213,7 @@ BAD_INPUTS: dict[str, Any] = {
     "Program(name=None)": pytest.param(
         lambda d: looprt.Program(name=None), TypeError, "name", marks=gap("accepted")),
     "Program.step(outputs='loss')": pytest.param(
-        lambda d: program()[0].step(lambda w: None, outputs="loss", name="s2"), TypeError, "outputs",
-        marks=gap("accepted as the four outputs 'l', 'o', 's', 's'")),
+        lambda d: program()[0].step(lambda w: None, outputs="loss", name="s2"), TypeError, "outputs",),
     "wrap(inputs=3)": pytest.param(
         lambda d: looprt.wrap(lambda a: None, inputs=3), TypeError, "inputs",
         marks=gap("accepted; fails at the first run")),
@@ -222,8 +221,7 @@ BAD_INPUTS: dict[str, Any] = {
         lambda d: looprt.wrap(lambda a: None, state=[1]), TypeError, "state",
         marks=gap("TypeError from dict(): 'cannot convert dictionary update sequence element'")),
     "run(feed_dict=[1])": pytest.param(
-        lambda d: run_train(lambda p, x: [1]), TypeError, "feed_dict",
-        marks=gap("AttributeError: 'list' object has no attribute 'items'")),
+        lambda d: run_train(lambda p, x: [1]), TypeError, "feed_dict",),
     "run(options=3)": pytest.param(
         lambda d: run_train(lambda p, x: {x: 1}, options=3), TypeError, "options",
         marks=gap("accepted and ignored")),

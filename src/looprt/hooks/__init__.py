@@ -7,6 +7,7 @@ from looprt.hooks.final_ops import FinalOpsHook
 from looprt.hooks.global_step_waiter import GlobalStepWaiterHook
 from looprt.hooks.logging_tensor import LoggingTensorHook
 from looprt.hooks.nan_tensor import NanLossDuringTrainingError, NanTensorHook
+from looprt.hooks.preemption import PreemptionHook
 from looprt.hooks.profiler import ProfilerHook, register_profiler
 from looprt.hooks.progress import ProgressBarHook
 from looprt.hooks.session_run_hook import (
@@ -28,6 +29,7 @@ __all__ = [
     "LoggingTensorHook",
     "NanLossDuringTrainingError",
     "NanTensorHook",
+    "PreemptionHook",
     "ProfilerHook",
     "ProgressBarHook",
     "SessionRunArgs",
