@@ -37,7 +37,20 @@ class Coordinator:
     ) -> None:
         if clean_stop_exception_types is None:
             clean_stop_exception_types = (OutOfRangeError,)
-        self._clean_stop_exception_types = tuple(clean_stop_exception_types)
+        given: Any = clean_stop_exception_types
+        if isinstance(given, type):
+            given = (given,)
+        try:
+            types = tuple(given)
+        except TypeError:
+            raise TypeError(
+                "clean_stop_exception_types must be an iterable of exception types, "
+                f"got {type(clean_stop_exception_types).__name__}"
+            ) from None
+        for t in types:
+            if not (isinstance(t, type) and issubclass(t, BaseException)):
+                raise TypeError(f"clean_stop_exception_types must hold exception types, got {t!r}")
+        self._clean_stop_exception_types = types
         self._lock = threading.Lock()
         self._stop_event = threading.Event()
         self._exc_info_to_raise: ExcInfo | None = None
@@ -60,6 +73,10 @@ class Coordinator:
             raise TypeError(
                 f"request_stop(ex): {ex!r} is not an exception or sys.exc_info() of one; "
                 "call it inside an except block or pass the exception itself"
+            )
+        if ex is not None and not isinstance(ex, (BaseException, tuple)):
+            raise TypeError(
+                f"request_stop(ex): ex must be an exception or sys.exc_info() of one, got {type(ex).__name__}"
             )
         with self._lock:
             ex = self._filter_exception(ex)
@@ -101,6 +118,11 @@ class Coordinator:
 
     def register_thread(self, thread: threading.Thread) -> None:
         """Have ``join()`` wait for ``thread``."""
+        if not (callable(getattr(thread, "join", None)) and callable(getattr(thread, "is_alive", None))):
+            raise TypeError(
+                f"register_thread(thread): expected a threading.Thread, "
+                f"got {type(thread).__name__}"
+            )
         with self._lock:
             self._registered_threads.add(thread)
 

@@ -29,6 +29,7 @@ raw session made by the creator.
 from __future__ import annotations
 
 import inspect
+import numbers
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
@@ -48,6 +49,8 @@ from looprt.recoverable_session import RecoverableSession
 from looprt.scaffold import Scaffold
 from looprt.session_creator import ChiefSessionCreator, SessionCreator
 from looprt.step_context import StepContext
+
+_HOOK_METHODS = ("begin", "after_create_session", "before_run", "after_run", "end")
 
 __all__ = ["MonitoredSession", "SingularMonitoredSession"]
 
@@ -114,7 +117,17 @@ class _MonitoredSessionBase:
         stop_grace_period_secs: float = 120,
         recovery: dict[str, Any] | None = None,
     ) -> None:
+        if session_creator is not None and not callable(getattr(session_creator, "create_session", None)):
+            raise TypeError(
+                f"session_creator must be a SessionCreator (with create_session()), "
+                f"got {type(session_creator).__name__}"
+            )
+        if isinstance(stop_grace_period_secs, numbers.Real) and not stop_grace_period_secs >= 0:
+            raise ValueError(f"stop_grace_period_secs must be >= 0, got {stop_grace_period_secs}")
         self._hooks = list(hooks or [])
+        for hook in self._hooks:
+            if not any(callable(getattr(hook, name, None)) for name in _HOOK_METHODS):
+                raise TypeError(f"each hook must be a SessionRunHook, got {type(hook).__name__}")
         self._end = calls(self._hooks, "end")
         for _, begin in calls(self._hooks, "begin"):
             begin()

@@ -227,6 +227,13 @@ class Program:
     """
 
     def __init__(self, backend: str | Backend = "numpy", name: str = "program") -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"Program name must be a str, got {type(name).__name__}")
+        if not isinstance(backend, str) and not callable(getattr(backend, "new_global_step", None)):
+            raise TypeError(
+                f"Program backend must be a backend name or a Backend, "
+                f"got {type(backend).__name__}"
+            )
         self.name = name
         self._backend_spec = backend
         self._backend: Backend | None = None
@@ -442,6 +449,10 @@ def wrap(
     >>> step.program.inputs["batch"].iterable
     [1, 2, 3]
     """
+    if state is not None and not isinstance(state, Mapping):
+        raise TypeError(f"wrap(state=...) must be a mapping of name to object, got {type(state).__name__}")
+    if inputs is not None and not isinstance(inputs, (Mapping, Iterable)):
+        raise TypeError(f"wrap(inputs=...) must be an iterable or a mapping, got {type(inputs).__name__}")
     state = dict(state or {})
     fn_name: str = getattr(fn, "__name__", "program")
     program = Program(backend or _infer_backend(state.values()), name=name or fn_name)

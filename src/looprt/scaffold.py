@@ -60,7 +60,13 @@ class Scaffold:
             summary_op = pick(summary_op, other._summary_op)
             saver = pick(saver, other._saver)
             program = pick(program, other._program)
-        self._program: Program | None = getattr(program, "program", program)
+        program = getattr(program, "program", program)
+        if program is not None and not isinstance(program, Program):
+            raise TypeError(
+                f"Scaffold program must be a looprt Program or Step, "
+                f"got {type(program).__name__}"
+            )
+        self._program: Program | None = program
         self._init_op: Any = init_op
         self._init_feed_dict: Any = init_feed_dict
         self._user_init_fn: Callable[[Scaffold, Any], None] | None = init_fn

@@ -8,6 +8,7 @@ returns a session-like object (``run``, ``close``, ``graph``) works as well.
 from __future__ import annotations
 
 import abc
+import numbers
 from typing import Any
 
 from looprt.scaffold import Scaffold
@@ -39,6 +40,8 @@ class ChiefSessionCreator(SessionCreator):
         checkpoint_dir: str | None = None,
         checkpoint_filename_with_path: str | None = None,
     ) -> None:
+        if scaffold is not None and not isinstance(scaffold, Scaffold):
+            raise TypeError(f"ChiefSessionCreator scaffold must be a Scaffold, got {type(scaffold).__name__}")
         self._scaffold = scaffold or Scaffold()
         self._master = master
         self._config = config
@@ -73,6 +76,13 @@ class WorkerSessionCreator(SessionCreator):
         config: Any = None,
         max_wait_secs: float = 30 * 60,
     ) -> None:
+        if scaffold is not None and not isinstance(scaffold, Scaffold):
+            raise TypeError(
+                f"WorkerSessionCreator scaffold must be a Scaffold, "
+                f"got {type(scaffold).__name__}"
+            )
+        if isinstance(max_wait_secs, numbers.Real) and not max_wait_secs >= 0:
+            raise ValueError(f"max_wait_secs must be >= 0, got {max_wait_secs}")
         self._scaffold = scaffold or Scaffold()
         self._master = master
         self._config = config

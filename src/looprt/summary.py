@@ -74,6 +74,11 @@ class SummaryWriter:
         filename_suffix: str = "",
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if not isinstance(logdir, (str, os.PathLike)):
+            raise TypeError(
+                f"SummaryWriter logdir must be a path (str or os.PathLike), "
+                f"got {type(logdir).__name__}"
+            )
         self._logdir = os.fspath(logdir)
         self._flush_secs = flush_secs
         self._filename_suffix = filename_suffix

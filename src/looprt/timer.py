@@ -8,6 +8,7 @@ function returning seconds) to control time in tests.
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Callable
 
@@ -27,6 +28,8 @@ class SecondOrStepTimer:
             raise ValueError("Either every_secs or every_steps should be provided.")
         if every_secs is not None and every_steps is not None:
             raise ValueError("Can not provide both every_secs and every_steps.")
+        if isinstance(every_steps, numbers.Real) and every_steps < 0:
+            raise ValueError(f"every_steps must be >= 0, got {every_steps}")
         self._every_secs = every_secs
         self._every_steps = every_steps
         self._clock = clock

@@ -10,6 +10,7 @@ the chief and gets only ``hooks``.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -75,6 +76,14 @@ def MonitoredTrainingSession(
     save_checkpoint_steps, save_checkpoint_secs = _resolve_periods(
         save_checkpoint_steps, save_checkpoint_secs, None, 600
     )
+    for period_name, period in (
+        ("save_summaries_steps", save_summaries_steps),
+        ("save_summaries_secs", save_summaries_secs),
+        ("save_checkpoint_steps", save_checkpoint_steps),
+        ("save_checkpoint_secs", save_checkpoint_secs),
+    ):
+        if period is not None and not isinstance(period, numbers.Real):
+            raise ValueError(f"{period_name} must be a number or None, got {period!r}")
     scaffold = scaffold or Scaffold()
 
     def monitored(creator: Any, all_hooks: list[Any]) -> MonitoredSession:

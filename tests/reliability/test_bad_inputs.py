@@ -208,73 +208,58 @@ BAD_INPUTS: dict[str, Any] = {
         looprt.errors.StepFnSignatureError, "step_context"),
     # -- gaps: malformed arguments accepted, or failing later with an unrelated error --------
     "Program(backend=3)": pytest.param(
-        lambda d: looprt.Program(backend=3), TypeError, "backend",
-        marks=gap("AttributeError: 'int' object has no attribute 'new_global_step'")),
+        lambda d: looprt.Program(backend=3), TypeError, "backend",),
     "Program(name=None)": pytest.param(
-        lambda d: looprt.Program(name=None), TypeError, "name", marks=gap("accepted")),
+        lambda d: looprt.Program(name=None), TypeError, "name"),
     "Program.step(outputs='loss')": pytest.param(
         lambda d: program()[0].step(lambda w: None, outputs="loss", name="s2"), TypeError, "outputs",),
     "wrap(inputs=3)": pytest.param(
-        lambda d: looprt.wrap(lambda a: None, inputs=3), TypeError, "inputs",
-        marks=gap("accepted; fails at the first run")),
+        lambda d: looprt.wrap(lambda a: None, inputs=3), TypeError, "inputs",),
     "wrap(state=[1])": pytest.param(
-        lambda d: looprt.wrap(lambda a: None, state=[1]), TypeError, "state",
-        marks=gap("TypeError from dict(): 'cannot convert dictionary update sequence element'")),
+        lambda d: looprt.wrap(lambda a: None, state=[1]), TypeError, "state",),
     "run(feed_dict=[1])": pytest.param(
         lambda d: run_train(lambda p, x: [1]), TypeError, "feed_dict",),
     "run(options=3)": pytest.param(
         lambda d: run_train(lambda p, x: {x: 1}, options=3), TypeError, "options",
         marks=gap("accepted and ignored")),
     "MonitoredSession(session_creator=3)": pytest.param(
-        lambda d: looprt.MonitoredSession(3), TypeError, "session_creator",
-        marks=gap("AttributeError: 'int' object has no attribute 'create_session'")),
+        lambda d: looprt.MonitoredSession(3), TypeError, "session_creator",),
     "MonitoredSession(hooks=[3])": pytest.param(
-        lambda d: looprt.MonitoredSession(creator(), hooks=[3]), TypeError, "hook",
-        marks=gap("accepted: a hook with no hook methods is skipped")),
+        lambda d: looprt.MonitoredSession(creator(), hooks=[3]), TypeError, "hook",),
     "MonitoredSession(stop_grace_period_secs=nan)": pytest.param(
-        lambda d: looprt.MonitoredSession(creator(), stop_grace_period_secs=math.nan), ValueError, "grace",
-        marks=gap("accepted")),
+        lambda d: looprt.MonitoredSession(creator(), stop_grace_period_secs=math.nan), ValueError, "grace",),
     "ChiefSessionCreator(scaffold=3)": pytest.param(
-        lambda d: looprt.ChiefSessionCreator(3), TypeError, "scaffold",
-        marks=gap("accepted; AttributeError: 'int' object has no attribute 'finalize' at create_session")),
+        lambda d: looprt.ChiefSessionCreator(3), TypeError, "scaffold",),
     "WorkerSessionCreator(max_wait_secs=-1)": pytest.param(
-        lambda d: looprt.WorkerSessionCreator(max_wait_secs=-1), ValueError, "max_wait_secs",
-        marks=gap("accepted; DeadlineExceededError 'after waiting -1 secs' at create_session")),
+        lambda d: looprt.WorkerSessionCreator(max_wait_secs=-1), ValueError, "max_wait_secs",),
     "Scaffold(program=3)": pytest.param(
-        lambda d: looprt.Scaffold(program=3), TypeError, "program",
-        marks=gap("accepted; AttributeError at finalize")),
+        lambda d: looprt.Scaffold(program=3), TypeError, "program",),
     "MonitoredTrainingSession(save_checkpoint_steps='a')": pytest.param(
         lambda d: looprt.MonitoredTrainingSession(
             checkpoint_dir=str(d), save_checkpoint_steps="a", scaffold=looprt.Scaffold(program=program()[0])),
-        ValueError, "save_checkpoint_steps",
-        marks=gap("TypeError: '>' not supported between instances of 'str' and 'int'")),
+        ValueError, "save_checkpoint_steps",),
     "StopAtStepHook(num_steps=-1)": pytest.param(
-        lambda d: looprt.StopAtStepHook(num_steps=-1), ValueError, "num_steps", marks=gap("accepted")),
+        lambda d: looprt.StopAtStepHook(num_steps=-1), ValueError, "num_steps"),
     "StopAtStepHook(num_steps='a')": pytest.param(
-        lambda d: looprt.StopAtStepHook(num_steps="a"), TypeError, "num_steps", marks=gap("accepted")),
+        lambda d: looprt.StopAtStepHook(num_steps="a"), TypeError, "num_steps"),
     "SecondOrStepTimer(every_steps=-1)": pytest.param(
-        lambda d: looprt.SecondOrStepTimer(every_steps=-1), ValueError, "every_steps", marks=gap("accepted")),
+        lambda d: looprt.SecondOrStepTimer(every_steps=-1), ValueError, "every_steps"),
     "StepCounterHook(every_n_steps=0)": pytest.param(
-        lambda d: looprt.StepCounterHook(every_n_steps=0, output_dir=str(d)), ValueError, "every_n_steps",
-        marks=gap("accepted")),
+        lambda d: looprt.StepCounterHook(every_n_steps=0, output_dir=str(d)), ValueError, "every_n_steps",),
     "GlobalStepWaiterHook(wait_until_step='a')": pytest.param(
-        lambda d: looprt.GlobalStepWaiterHook("a"), TypeError, "wait_until_step", marks=gap("accepted")),
+        lambda d: looprt.GlobalStepWaiterHook("a"), TypeError, "wait_until_step"),
     "FeedFnHook(3)": pytest.param(
-        lambda d: looprt.FeedFnHook(3), TypeError, "feed_fn", marks=gap("accepted; fails at before_run")),
+        lambda d: looprt.FeedFnHook(3), TypeError, "feed_fn",),
     "ProgressBarHook(total=-1)": pytest.param(
-        lambda d: looprt.ProgressBarHook(total=-1), ValueError, "total", marks=gap("accepted")),
+        lambda d: looprt.ProgressBarHook(total=-1), ValueError, "total"),
     "Coordinator.register_thread(3)": pytest.param(
-        lambda d: looprt.Coordinator().register_thread(3), TypeError, "thread",
-        marks=gap("accepted; fails at join")),
+        lambda d: looprt.Coordinator().register_thread(3), TypeError, "thread",),
     "Coordinator(clean_stop_exception_types=3)": pytest.param(
-        lambda d: looprt.Coordinator(clean_stop_exception_types=3), TypeError, "clean_stop_exception_types",
-        marks=gap("TypeError: 'int' object is not iterable")),
+        lambda d: looprt.Coordinator(clean_stop_exception_types=3), TypeError, "clean_stop_exception_types",),
     "Coordinator.request_stop(garbage)": pytest.param(
-        lambda d: looprt.Coordinator().request_stop(3), TypeError, "exception",
-        marks=gap("AttributeError: 'int' object has no attribute '__traceback__'")),
+        lambda d: looprt.Coordinator().request_stop(3), TypeError, "exception",),
     "SummaryWriter(None)": pytest.param(
-        lambda d: looprt.SummaryWriter(None), TypeError, "logdir",
-        marks=gap("TypeError from os.fspath without naming the argument")),
+        lambda d: looprt.SummaryWriter(None), TypeError, "logdir",),
 }
 
 

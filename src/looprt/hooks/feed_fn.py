@@ -20,6 +20,8 @@ class FeedFnHook(SessionRunHook):
     """Adds ``feed_fn()`` to the feeds of every run."""
 
     def __init__(self, feed_fn: Callable[[], Any]) -> None:
+        if not callable(feed_fn):
+            raise TypeError(f"feed_fn must be callable, got {type(feed_fn).__name__}")
         self.feed_fn = feed_fn
 
     def before_run(self, run_context: SessionRunContext) -> SessionRunArgs:

@@ -15,6 +15,7 @@ reads, so tests (or a caller that wants to watch a coordinator) can replace it.
 from __future__ import annotations
 
 import logging
+import numbers
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +35,9 @@ class GlobalStepWaiterHook(SessionRunHook):
     """Blocks the first run until the global step is at least ``wait_until_step``."""
 
     def __init__(self, wait_until_step: int, *, sleep: Callable[[float], Any] = time.sleep) -> None:
+        step: Any = wait_until_step
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+            raise TypeError(f"wait_until_step must be an int, got {type(wait_until_step).__name__}")
         self._wait_until_step = wait_until_step
         self._sleep = sleep
         self._worker_is_started = False

@@ -20,6 +20,7 @@ is the tqdm object (None before the session exists).
 from __future__ import annotations
 
 import importlib
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -53,6 +54,8 @@ class ProgressBarHook(SessionRunHook):
             raise ValueError(f"invalid every_n_steps={every_n_steps}.")
         if tensors is not None and not isinstance(tensors, Mapping):
             raise TypeError(f"tensors must be a dict of tag to fetchable, got {type(tensors).__name__}")
+        if isinstance(total, numbers.Real) and total < 0:
+            raise ValueError(f"total must be >= 0, got {total}")
         self._total = total
         self._tensors = dict(tensors) if tensors else None
         self._timer = SecondOrStepTimer(every_steps=every_n_steps)

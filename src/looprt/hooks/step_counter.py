@@ -11,6 +11,7 @@ looked up in ``after_create_session``; ``clock`` is injectable for tests.
 from __future__ import annotations
 
 import logging
+import numbers
 import time
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +48,8 @@ class StepCounterHook(SessionRunHook):
     ) -> None:
         if (every_n_steps is None) == (every_n_secs is None):
             raise ValueError("exactly one of every_n_steps and every_n_secs should be provided.")
+        if isinstance(every_n_steps, numbers.Real) and every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
         self._timer = SecondOrStepTimer(every_steps=every_n_steps, every_secs=every_n_secs, clock=clock)
         self._summary_writer = summary_writer
         self._output_dir = output_dir

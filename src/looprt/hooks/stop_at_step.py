@@ -14,6 +14,7 @@ raises ``RuntimeError`` when the session is created.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 from looprt.hooks.session_run_hook import (
@@ -35,6 +36,11 @@ class StopAtStepHook(SessionRunHook):
             raise ValueError("One of num_steps or last_step must be specified.")
         if num_steps is not None and last_step is not None:
             raise ValueError("Only one of num_steps or last_step can be specified.")
+        if num_steps is not None:
+            if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral):
+                raise TypeError(f"num_steps must be an int, got {type(num_steps).__name__}")
+            if num_steps < 0:
+                raise ValueError(f"num_steps must be >= 0, got {num_steps}")
         self._num_steps = num_steps
         self._last_step: Any = last_step
         self._global_step: Any = None
