@@ -318,11 +318,22 @@ class PlanCache:
             shape, leaves, key = _LEAF, [structure], structure
         else:
             leaves = []
-            shape = _walk(structure, leaves)
+            try:
+                shape = _walk(structure, leaves)
+            except RecursionError:
+                raise FetchError(
+                    f"fetches nest deeper than Python's recursion limit or contain themselves: "
+                    f"{_short_repr(structure)}"
+                ) from None
+            except AttributeError as error:
+                raise FetchError(
+                    f"a dataclass or attrs fetch lacks a field ({error}); fetches were "
+                    f"{_short_repr(structure)}"
+                ) from None
             key = (shape, *leaves)
         try:
             plan = self._plans.get(key)
-        except TypeError:
+        except Exception:  # noqa: BLE001 - whatever a leaf's __hash__ raises, name the leaf
             raise _unhashable(structure) from None
         if plan is not None:
             self.hits += 1
@@ -344,7 +355,7 @@ def _unhashable(structure: Any) -> FetchError:
     for leaf, path in zip(leaves, leaf_paths(structure)):
         try:
             hash(leaf)
-        except TypeError:
+        except Exception:  # noqa: BLE001 - a leaf's own __hash__ may raise anything
             return FetchError(
                 f"fetch at {path or '(the fetch itself)'} is a {type(leaf).__name__}, "
                 f"which cannot be a fetch (leaves must be hashable handles or names); "

@@ -380,12 +380,10 @@ del _broken_pair.a
 @pytest.mark.parametrize(
     "structure",
     [
-        pytest.param(_cycle, id="a list containing itself", marks=gap("RecursionError")),
-        pytest.param(_deep, id="5000 levels deep", marks=gap("RecursionError")),
-        pytest.param([HashRaisesValueError()], id="a leaf whose hash raises ValueError",
-                     marks=gap("the leaf's ValueError escapes")),
-        pytest.param(_broken_pair, id="a dataclass missing a field",
-                     marks=gap("AttributeError: 'Pair' object has no attribute 'a'")),
+        pytest.param(_cycle, id="a list containing itself"),
+        pytest.param(_deep, id="5000 levels deep"),
+        pytest.param([HashRaisesValueError()], id="a leaf whose hash raises ValueError"),
+        pytest.param(_broken_pair, id="a dataclass missing a field"),
     ],
 )
 def test_structural_malformations_get_a_fetch_error(structure: Any) -> None:
