@@ -159,6 +159,10 @@ class ProgramSession:
         """Evaluate ``fetches`` (a structure of handles or names) and return host values."""
         if self._closed:
             raise ClosedSessionError("Attempted to use a closed Session.")
+        if options is not None and not hasattr(options, "trace_level"):
+            raise TypeError(
+                f"options must be a RunOptions (looprt's or TF's), got {type(options).__name__}"
+            )
         plan = self._plans.plan(fetches)
         resolved: _Resolved | None = plan.resolved
         if resolved is None:

@@ -220,8 +220,7 @@ BAD_INPUTS: dict[str, Any] = {
     "run(feed_dict=[1])": pytest.param(
         lambda d: run_train(lambda p, x: [1]), TypeError, "feed_dict",),
     "run(options=3)": pytest.param(
-        lambda d: run_train(lambda p, x: {x: 1}, options=3), TypeError, "options",
-        marks=gap("accepted and ignored")),
+        lambda d: run_train(lambda p, x: {x: 1}, options=3), TypeError, "options"),
     "MonitoredSession(session_creator=3)": pytest.param(
         lambda d: looprt.MonitoredSession(3), TypeError, "session_creator",),
     "MonitoredSession(hooks=[3])": pytest.param(
