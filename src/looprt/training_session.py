@@ -10,15 +10,22 @@ the chief and gets only ``hooks``.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from looprt.monitored_session import MonitoredSession
 from looprt.scaffold import Scaffold
 from looprt.session_creator import ChiefSessionCreator, WorkerSessionCreator
 
-__all__ = ["USE_DEFAULT", "MonitoredTrainingSession"]
+__all__ = [
+    "USE_DEFAULT",
+    "MonitoredTrainingSession",
+    "TrainingSessionParts",
+    "default_parts",
+    "training_session",
+]
 
 
 class _UseDefault:
@@ -70,6 +77,82 @@ def MonitoredTrainingSession(
     ``max_recoveries`` and ``recovery_backoff_secs`` are looprt extensions
     (see ``MonitoredSession``).
     """
+    return training_session(  # type: ignore[no-any-return]
+        default_parts(),
+        master,
+        is_chief,
+        checkpoint_dir,
+        scaffold,
+        hooks,
+        chief_only_hooks,
+        save_checkpoint_secs,
+        save_summaries_steps,
+        save_summaries_secs,
+        config,
+        stop_grace_period_secs,
+        log_step_count_steps,
+        max_wait_secs,
+        save_checkpoint_steps,
+        summary_dir,
+        save_graph_def,
+        max_recoveries=max_recoveries,
+        recovery_backoff_secs=recovery_backoff_secs,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSessionParts:
+    """The classes ``training_session`` builds from; a backend's drop-in supplies its own."""
+
+    monitored_session: Callable[..., Any]
+    chief_session_creator: Callable[..., Any]
+    worker_session_creator: Callable[..., Any]
+    scaffold: Callable[..., Any]
+    checkpoint_saver_hook: Callable[..., Any]
+    step_counter_hook: Callable[..., Any]
+    summary_saver_hook: Callable[..., Any]
+
+
+def default_parts() -> TrainingSessionParts:
+    """looprt's own sessions, creators, scaffold and hooks."""
+    from looprt.hooks.checkpoint_saver import CheckpointSaverHook
+    from looprt.hooks.step_counter import StepCounterHook
+    from looprt.hooks.summary_saver import SummarySaverHook
+
+    return TrainingSessionParts(
+        MonitoredSession,
+        ChiefSessionCreator,
+        WorkerSessionCreator,
+        Scaffold,
+        CheckpointSaverHook,
+        StepCounterHook,
+        SummarySaverHook,
+    )
+
+
+def training_session(
+    parts: TrainingSessionParts,
+    master: str = "",
+    is_chief: bool = True,
+    checkpoint_dir: str | None = None,
+    scaffold: Any = None,
+    hooks: Iterable[Any] | None = None,
+    chief_only_hooks: Iterable[Any] | None = None,
+    save_checkpoint_secs: Any = USE_DEFAULT,
+    save_summaries_steps: Any = USE_DEFAULT,
+    save_summaries_secs: Any = USE_DEFAULT,
+    config: Any = None,
+    stop_grace_period_secs: float = 120,
+    log_step_count_steps: int | None = 100,
+    max_wait_secs: float = 7200,
+    save_checkpoint_steps: Any = USE_DEFAULT,
+    summary_dir: str | None = None,
+    save_graph_def: bool = True,
+    *,
+    max_recoveries: int | None = None,
+    recovery_backoff_secs: float = 0.0,
+) -> Any:
+    """``MonitoredTrainingSession`` built from ``parts``: TF's defaults and default hooks."""
     save_summaries_steps, save_summaries_secs = _resolve_periods(
         save_summaries_steps, save_summaries_secs, 100, None
     )
@@ -84,10 +167,10 @@ def MonitoredTrainingSession(
     ):
         if period is not None and not isinstance(period, numbers.Real):
             raise ValueError(f"{period_name} must be a number or None, got {period!r}")
-    scaffold = scaffold or Scaffold()
+    scaffold = scaffold or parts.scaffold()
 
-    def monitored(creator: Any, all_hooks: list[Any]) -> MonitoredSession:
-        return MonitoredSession(
+    def monitored(creator: Any, all_hooks: list[Any]) -> Any:
+        return parts.monitored_session(
             creator,
             all_hooks,
             stop_grace_period_secs,
@@ -96,26 +179,24 @@ def MonitoredTrainingSession(
         )
 
     if not is_chief:
-        worker = WorkerSessionCreator(
+        worker = parts.worker_session_creator(
             scaffold=scaffold, master=master, config=config, max_wait_secs=max_wait_secs
         )
         return monitored(worker, list(hooks or []))
 
-    from looprt.hooks.checkpoint_saver import CheckpointSaverHook
-    from looprt.hooks.step_counter import StepCounterHook
-    from looprt.hooks.summary_saver import SummarySaverHook
-
     all_hooks: list[Any] = list(chief_only_hooks or [])
-    chief = ChiefSessionCreator(
+    chief = parts.chief_session_creator(
         scaffold=scaffold, checkpoint_dir=checkpoint_dir, master=master, config=config
     )
     summary_dir = summary_dir or checkpoint_dir
     if summary_dir:
         if _positive(log_step_count_steps):
-            all_hooks.append(StepCounterHook(output_dir=summary_dir, every_n_steps=log_step_count_steps))
+            all_hooks.append(
+                parts.step_counter_hook(output_dir=summary_dir, every_n_steps=log_step_count_steps)
+            )
         if _positive(save_summaries_steps) or _positive(save_summaries_secs):
             all_hooks.append(
-                SummarySaverHook(
+                parts.summary_saver_hook(
                     scaffold=scaffold,
                     save_steps=save_summaries_steps,
                     save_secs=save_summaries_secs,
@@ -124,7 +205,7 @@ def MonitoredTrainingSession(
             )
     if checkpoint_dir and (_positive(save_checkpoint_secs) or _positive(save_checkpoint_steps)):
         all_hooks.append(
-            CheckpointSaverHook(
+            parts.checkpoint_saver_hook(
                 checkpoint_dir,
                 save_steps=save_checkpoint_steps,
                 save_secs=save_checkpoint_secs,
