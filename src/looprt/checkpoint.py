@@ -67,6 +67,7 @@ __all__ = [
     "CheckpointInfo",
     "CheckpointManager",
     "CheckpointWarning",
+    "ManagerCache",
     "Saver",
     "latest_checkpoint",
     "set_fault_hook",
@@ -1050,6 +1051,47 @@ class CheckpointManager:
                 yield entry
 
 
+class ManagerCache:
+    """One ``CheckpointManager`` per directory and basename of a save path, made on first use."""
+
+    def __init__(
+        self, max_to_keep: int | None, keep_checkpoint_every_n_hours: float, clock: Callable[[], float]
+    ) -> None:
+        self._max_to_keep = max_to_keep
+        self._keep_every = keep_checkpoint_every_n_hours
+        self._clock = clock
+        self._managers: dict[tuple[str, str], CheckpointManager] = {}
+        self._lock = threading.Lock()
+
+    def get(self, save_path: Any) -> CheckpointManager:
+        """The manager of ``save_path`` ("<dir>/<basename>")."""
+        if not isinstance(save_path, (str, os.PathLike)):
+            raise TypeError(
+                f"save_path must be a path such as '<dir>/model.ckpt', got {type(save_path).__name__}"
+            )
+        save_path = os.fspath(save_path)
+        directory, basename = os.path.split(save_path)
+        if not basename:
+            raise ValueError(f"save_path must end in a file name such as 'model.ckpt', got {save_path!r}")
+        key = (os.path.abspath(directory or "."), basename)
+        with self._lock:
+            manager = self._managers.get(key)
+            if manager is None:
+                manager = self._managers[key] = CheckpointManager(
+                    directory or ".",
+                    max_to_keep=self._max_to_keep,
+                    keep_checkpoint_every_n_hours=self._keep_every,
+                    basename=basename,
+                    clock=self._clock,
+                )
+        return manager
+
+    def values(self) -> list[CheckpointManager]:
+        """Every manager made so far."""
+        with self._lock:
+            return list(self._managers.values())
+
+
 class Saver:
     """Saves and restores a program's state; ``tf.compat.v1.train.Saver``'s methods.
 
@@ -1076,12 +1118,8 @@ class Saver:
         self._program = getattr(program, "program", program)
         if not hasattr(self._program, "backend") or not hasattr(self._program, "states"):
             raise TypeError(f"Saver needs a looprt Program (or a Step of one), got {program!r}")
-        self._max_to_keep = max_to_keep
-        self._keep_every = keep_checkpoint_every_n_hours
-        self._clock = clock
-        self._managers: dict[tuple[str, str], CheckpointManager] = {}
+        self._managers = ManagerCache(max_to_keep, keep_checkpoint_every_n_hours, clock)
         self._last_manager: CheckpointManager | None = None
-        self._lock = threading.Lock()
         _check_retention(max_to_keep, keep_checkpoint_every_n_hours)  # now, not at the first save
 
     def __repr__(self) -> str:
@@ -1093,26 +1131,7 @@ class Saver:
 
     def manager(self, save_path: str) -> CheckpointManager:
         """The manager of the directory and basename of ``save_path`` ("<dir>/<basename>")."""
-        if not isinstance(save_path, (str, os.PathLike)):
-            raise TypeError(
-                f"save_path must be a path such as '<dir>/model.ckpt', got {type(save_path).__name__}"
-            )
-        save_path = os.fspath(save_path)
-        directory, basename = os.path.split(save_path)
-        if not basename:
-            raise ValueError(f"save_path must end in a file name such as 'model.ckpt', got {save_path!r}")
-        key = (os.path.abspath(directory or "."), basename)
-        with self._lock:
-            manager = self._managers.get(key)
-            if manager is None:
-                manager = self._managers[key] = CheckpointManager(
-                    directory or ".",
-                    max_to_keep=self._max_to_keep,
-                    keep_checkpoint_every_n_hours=self._keep_every,
-                    basename=basename,
-                    clock=self._clock,
-                )
-        return manager
+        return self._managers.get(save_path)
 
     def save(
         self,
@@ -1180,7 +1199,7 @@ class Saver:
     def wait_until_finished(self) -> None:
         """Block until no save of this saver is in flight; raise the error of one that failed."""
         errors = []
-        for manager in list(self._managers.values()):
+        for manager in self._managers.values():
             try:
                 manager.wait_until_finished()
             except BaseException as e:  # noqa: BLE001 - wait for every manager, then raise the first
@@ -1229,7 +1248,7 @@ class Saver:
         any, is kept for the next save), so a session that recovers restores
         the newest state.
         """
-        for manager in list(self._managers.values()):
+        for manager in self._managers.values():
             manager._join()
         return latest_checkpoint(checkpoint_dir, latest_filename)
 

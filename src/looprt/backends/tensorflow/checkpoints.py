@@ -36,13 +36,12 @@ import logging
 import operator
 import os
 import tempfile
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import tensorflow as tf
 
-from looprt.checkpoint import MANIFEST, CheckpointManager, verify_checkpoint
+from looprt.checkpoint import MANIFEST, CheckpointManager, ManagerCache, verify_checkpoint
 from looprt.checkpoint import latest_checkpoint as looprt_latest_checkpoint
 
 __all__ = ["TF_STATE_FILE", "ManagedSaver", "step_of", "tf_prefix"]
@@ -100,30 +99,12 @@ class ManagedSaver:
     def __init__(
         self, max_to_keep: int | None, keep_checkpoint_every_n_hours: float, clock: Callable[[], float]
     ):
-        self._max_to_keep = max_to_keep
-        self._keep_every = keep_checkpoint_every_n_hours
-        self._clock = clock
-        self._managers: dict[tuple[str, str], CheckpointManager] = {}
+        self._managers = ManagerCache(max_to_keep, keep_checkpoint_every_n_hours, clock)
         self._last_manager: CheckpointManager | None = None
-        self._lock = threading.Lock()
 
     def manager(self, save_path: str) -> CheckpointManager:
         """The manager of the directory and basename of ``save_path`` ("<dir>/<basename>")."""
-        directory, basename = os.path.split(os.fspath(save_path))
-        if not basename:
-            raise ValueError(f"save_path must end in a file name such as 'model.ckpt', got {save_path!r}")
-        key = (os.path.abspath(directory or "."), basename)
-        with self._lock:
-            manager = self._managers.get(key)
-            if manager is None:
-                manager = self._managers[key] = CheckpointManager(
-                    directory or ".",
-                    max_to_keep=self._max_to_keep,
-                    keep_checkpoint_every_n_hours=self._keep_every,
-                    basename=basename,
-                    clock=self._clock,
-                )
-        return manager
+        return self._managers.get(save_path)
 
     def _save_with(
         self, save_path: str, step: int, write: Callable[[str], str | None], write_state: bool
