@@ -80,32 +80,11 @@ class GlobalStepEveryHook(looprt.SessionRunHook):
             self.last = run_values.results
 
 
-def softmax_program(batch: int = 64, features: int = 256, classes: int = 10) -> tuple[Any, Any]:
-    import numpy as np
+def softmax_program() -> tuple[looprt.Program, looprt.Step]:
+    """The overhead benchmark's softmax-regression program, smaller (256 features)."""
+    from bench_overhead import softmax_program as overhead_program
 
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch, features)).astype(np.float32)
-    y = np.eye(classes, dtype=np.float32)[rng.integers(0, classes, batch)]
-
-    def train(x: np.ndarray, y: np.ndarray, lr: float, w: np.ndarray, b: np.ndarray) -> dict[str, float]:
-        logits = x @ w + b
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        p /= p.sum(axis=1, keepdims=True)
-        loss = float(-(y * np.log(p + 1e-9)).sum() / len(x))
-        grad = (p - y) / len(x)
-        w -= lr * (x.T @ grad)
-        b -= lr * grad.sum(axis=0)
-        return {"loss": loss}
-
-    prog = looprt.Program(backend="numpy", name="softmax")
-    prog.state("w", np.zeros((features, classes), np.float32))
-    prog.state("b", np.zeros(classes, np.float32))
-    prog.input("x", default=x)
-    prog.input("y", default=y)
-    prog.input("lr", default=0.1)
-    step = prog.step(outputs=("loss",))(train)
-    prog.summary("loss", step.loss)
+    prog, step, _ = overhead_program(features=256)
     return prog, step
 
 
