@@ -10,6 +10,12 @@ One ``run`` evaluates a fetch structure in a fixed order:
 3. outputs and fetched inputs are converted to host values.
 
 Inputs are never pulled for a run that fetches only state.
+
+The commonest run, ``sess.run(train_step)`` with no feeds (one step, nothing
+fetched), takes a short path: no per-run objects, no plan lookup when the
+same handle was fetched last time, the global step counted in place. Every
+Python frame saved there matters: a training step evicts the caches, so each
+one costs about a microsecond after a real step (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from looprt.backends.protocol import ProgramBackend, int64_scalar_view
 from looprt.errors import ClosedSessionError, FeedError
 from looprt.program import Handle, Input, Output, Program, State, Step
 from looprt.structure import FetchPlan, PlanCache
@@ -28,7 +35,7 @@ __all__ = ["ProgramSession"]
 class _Resolved:
     """A plan's leaves, sorted by what evaluating them takes."""
 
-    __slots__ = ("reads", "steps", "outputs", "inputs")
+    __slots__ = ("reads", "steps", "outputs", "inputs", "lone")
 
     def __init__(self, plan: FetchPlan, program: Program) -> None:
         self.reads: list[tuple[int, State]] = []
@@ -47,6 +54,9 @@ class _Resolved:
             else:
                 self.inputs.append((position, handle))  # type: ignore[arg-type]
         self.steps = sorted(steps, key=lambda s: s.index)
+        # The step of a run whose fetch is one step itself (a train op): its result is None.
+        bare_step = plan.paths == ("",) and len(self.steps) == 1 and not self.outputs
+        self.lone = self.steps[0] if bare_step else None
 
 
 def _handle_for(plan: FetchPlan, position: int, leaf: Any, program: Program) -> Handle:
@@ -87,21 +97,30 @@ class _RunInputs:
         values = self.values
         if handle in values:
             return values[handle]
-        if handle.iterable is not None:
-            value = handle.pull()
-        elif handle.required:
-            raise FeedError(
-                f"input {handle.name!r} of {handle.program.name!r} must be fed: it has no "
-                "default and no iterable"
-            )
-        else:
-            value = handle.default
+        value = handle.pull() if handle.iterable is not None else _default(handle)
         value = values[handle] = self.backend.from_feed(value)
         return value
 
 
-def _nothing() -> None:
-    pass
+_NO_COUNTER = object()
+
+
+def _default(handle: Input) -> Any:
+    if handle.required:
+        raise FeedError(
+            f"input {handle.name!r} of {handle.program.name!r} must be fed: it has no "
+            "default and no iterable"
+        )
+    return handle.default
+
+
+def _counter_view(backend: Any, counter: Any) -> memoryview | None:
+    """A memoryview to count ``counter`` through, where the backend counts it as NumPy does."""
+    if type(backend).increment is not ProgramBackend.increment:
+        return None
+    if getattr(type(backend), "incrementer", ProgramBackend.incrementer) is not ProgramBackend.incrementer:
+        return None
+    return int64_scalar_view(counter)
 
 
 def _incrementer(backend: Any, counter: Any) -> Callable[[], None]:
@@ -127,10 +146,21 @@ class ProgramSession:
         self._plans = PlanCache()
         self._feed_keys: dict[Any, Input] = {}
         self._closed = False
-        # The global step's live counter and the backend's cheap way to add one to it,
-        # made again if the counter object is ever replaced.
-        self._counter: Any = None
-        self._add_one: Callable[[], None] = _nothing
+        # The handle fetched by the last run, and what its plan resolved to: a loop that
+        # runs one train op skips the plan lookup. Only handles (immutable) are kept.
+        self._last_fetch: Any = None
+        self._last_plan: FetchPlan | None = None
+        # A backend whose from_feed is the identity is not called for pulled values.
+        from_feed = self.backend.from_feed
+        self._from_feed: Callable[[Any], Any] | None = (
+            None if getattr(from_feed, "__func__", None) is ProgramBackend.from_feed else from_feed
+        )
+        # The global step's live counter and how to add one to it: a memoryview of a
+        # NumPy counter (counted in place, no call) or the backend's function. Made
+        # again if the counter object is ever replaced.
+        self._counter: Any = _NO_COUNTER
+        self._counter_view: memoryview | None = None
+        self._add_one: Callable[[], None] | None = None
 
     @property
     def graph(self) -> Program:
@@ -163,10 +193,45 @@ class ProgramSession:
             raise TypeError(
                 f"options must be a RunOptions (looprt's or TF's), got {type(options).__name__}"
             )
-        plan = self._plans.plan(fetches)
-        resolved: _Resolved | None = plan.resolved
-        if resolved is None:
-            resolved = plan.resolved = _Resolved(plan, self.program)
+        if fetches is self._last_fetch:
+            plan: FetchPlan = self._last_plan  # type: ignore[assignment]
+        else:
+            plan = self._plans.plan(fetches)
+            if plan.resolved is None:
+                plan.resolved = _Resolved(plan, self.program)
+            if isinstance(fetches, Handle):
+                self._last_fetch, self._last_plan = fetches, plan
+        step = plan.resolved.lone
+        if step is None or feed_dict:
+            return self._run_plan(plan, feed_dict)
+        # The short path: one step, its inputs pulled or defaulted, nothing fetched.
+        kwargs: dict[str, Any] = {}
+        from_feed = self._from_feed
+        for param, handle in step.bindings:
+            if type(handle) is Input:
+                if handle.iterable is not None:
+                    value = handle.pull()
+                else:
+                    value = _default(handle)
+                kwargs[param] = value if from_feed is None else from_feed(value)
+            else:
+                kwargs[param] = handle.value
+        try:
+            step.fn(**kwargs)
+        except Exception as error:
+            self._raise_translated(error)
+            raise
+        if step.advance_global_step:
+            view = self._counter_view
+            if view is not None and self.program.global_step.value is self._counter:
+                view[()] += 1
+            else:
+                self._advance()
+        return None
+
+    def _run_plan(self, plan: FetchPlan, feed_dict: Mapping[Any, Any] | None) -> Any:
+        """Any run: reads, the steps needed, outputs and fetched inputs, host values."""
+        resolved: _Resolved = plan.resolved
         backend = self.backend
         inputs = _RunInputs(self._feeds(feed_dict) if feed_dict else {}, backend)
         values: list[Any] = [None] * len(plan.leaves)
@@ -200,19 +265,31 @@ class ProgramSession:
         try:
             returned = step.fn(**kwargs)
         except Exception as error:
-            translated = self.backend.translate_error(error)
-            if translated is not None and translated is not error:
-                raise translated from error
+            self._raise_translated(error)
             raise
         # A dict is what most steps return: no need to ask Step.results to name it.
         results = returned if type(returned) is dict else step.results(returned)
         if step.advance_global_step:
-            counter = self.program.global_step.value
-            if counter is not self._counter:
-                self._add_one = _incrementer(self.backend, counter)
-                self._counter = counter
-            self._add_one()
+            self._advance()
         return results
+
+    def _raise_translated(self, error: Exception) -> None:
+        """Raise the looprt error the backend says ``error`` means; return if none."""
+        translated = self.backend.translate_error(error)
+        if translated is not None and translated is not error:
+            raise translated from error
+
+    def _advance(self) -> None:
+        """Add one to the global step (remembering how, for the live counter object)."""
+        counter = self.program.global_step.value
+        if counter is not self._counter:
+            self._counter = counter
+            self._counter_view = _counter_view(self.backend, counter)
+            self._add_one = None if self._counter_view is not None else _incrementer(self.backend, counter)
+        if self._counter_view is not None:
+            self._counter_view[()] += 1
+        else:
+            self._add_one()  # type: ignore[misc]
 
     def _feeds(self, feed_dict: Mapping[Any, Any]) -> dict[Input, Any]:
         if not isinstance(feed_dict, Mapping):

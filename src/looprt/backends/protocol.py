@@ -93,7 +93,7 @@ class ProgramBackend:
         result, so the counter still fetches and checkpoints as before.
         """
         if type(self).increment is ProgramBackend.increment:
-            view = _int64_scalar_view(counter)
+            view = int64_scalar_view(counter)
             if view is not None:
 
                 def add_one() -> None:
@@ -180,7 +180,7 @@ class ProgramBackend:
             )
 
 
-def _int64_scalar_view(counter: Any) -> memoryview | None:
+def int64_scalar_view(counter: Any) -> memoryview | None:
     """A writable memoryview of ``counter`` if it is a 0-d native int64 NumPy array, else None."""
     import numpy as np
 
