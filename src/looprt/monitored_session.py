@@ -76,15 +76,22 @@ class _CoordinatedSessionCreator(SessionCreator):
         self._start_threads = start_threads
         self.coord: Coordinator | None = None
         self.raw_session: Any = None
+        self.hooked: HookedSession | None = None
+
+    def catch_up(self) -> None:
+        """Tell quiet hooks about the runs they skipped (before they are called again)."""
+        if self.hooked is not None:
+            self.hooked.catch_up()
 
     def create_session(self) -> CoordinatedSession:
+        self.catch_up()
         self.raw_session = self._session_creator.create_session()
         self.coord = Coordinator(clean_stop_exception_types=[])
         if self._start_threads is not None:
             self._start_threads(self.raw_session, self.coord)
         for _, after_create_session in self._after_create:
             after_create_session(self.raw_session, self.coord)
-        hooked = HookedSession(self.raw_session, self._hooks, **self._hooked_session_options)
+        hooked = self.hooked = HookedSession(self.raw_session, self._hooks, **self._hooked_session_options)
         return CoordinatedSession(
             hooked, self.coord, self._stop_grace_period_secs, self._recoverable_errors
         )
@@ -218,6 +225,7 @@ class _MonitoredSessionBase:
 
     def _close_internal(self, exception_type: type[BaseException] | None = None) -> None:
         try:
+            self._coordinated_creator.catch_up()
             if not exception_type:
                 for _, end in self._end:
                     end(self._coordinated_creator.raw_session)
@@ -231,6 +239,7 @@ class _MonitoredSessionBase:
                 self._sess = None
                 self._coordinated_creator.raw_session = None
                 self._coordinated_creator.coord = None
+                self._coordinated_creator.hooked = None
 
 
 class MonitoredSession(_MonitoredSessionBase):

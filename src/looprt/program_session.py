@@ -229,6 +229,38 @@ class ProgramSession:
                 self._advance()
         return None
 
+    def global_step_view(self) -> tuple[State, Any, memoryview] | None:
+        """The global step's handle, its live counter and a view reading it without a call.
+
+        None unless the counter is a 0-d int64 NumPy array (the default).
+        ``HookedSession`` reads the step before each run through it to skip
+        quiet hooks (``looprt.hooks.quiet``); the view is valid while
+        ``state.value`` is that counter.
+        """
+        state = self.program.global_step
+        counter = state.value
+        view = int64_scalar_view(counter)
+        return None if view is None else (state, counter, view)
+
+    def advances_global_step_by_one(self, fetches: Any) -> bool:
+        """Whether every run of ``fetches`` runs one step that adds one to the global step.
+
+        True for a step handle (or name) fetched alone, whose step advances the
+        global step and does not take it as an argument (so cannot change it).
+        """
+        if not isinstance(fetches, (Handle, str)):
+            return False
+        try:
+            plan = self._plans.plan(fetches)
+            if plan.resolved is None:
+                plan.resolved = _Resolved(plan, self.program)
+        except Exception:  # noqa: BLE001 - a bad fetch is reported by the run itself
+            return False
+        step = plan.resolved.lone
+        if step is None or not step.advance_global_step:
+            return False
+        return all(handle is not self.program.global_step for _, handle in step.bindings)
+
     def _run_plan(self, plan: FetchPlan, feed_dict: Mapping[Any, Any] | None) -> Any:
         """Any run: reads, the steps needed, outputs and fetched inputs, host values."""
         resolved: _Resolved = plan.resolved

@@ -145,6 +145,17 @@ class CheckpointSaverHook(SessionRunHook):
                 if self._save(run_context.session, global_step):
                     run_context.request_stop()
 
+    def quiet_until(self) -> tuple[float, float] | None:
+        """Quiet until the step before the next save is due (see ``looprt.hooks.quiet``)."""
+        if preemption.signum is not None:
+            return None
+        span = self._timer.quiet_until()
+        # after_run saves when the step after the run (g + 1) triggers the timer.
+        return None if span is None else (span[0] - 1, span[1])
+
+    def after_quiet_runs(self, global_step: int) -> None:
+        """Nothing to record: a run that does not save leaves no trace."""
+
     def _save_for_preemption(self, run_context: SessionRunContext) -> None:
         """Save this step now, unless just saved; wait until it is committed; stop."""
         session = run_context.session

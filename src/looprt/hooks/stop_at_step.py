@@ -14,6 +14,7 @@ raises ``RuntimeError`` when the session is created.
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -68,3 +69,10 @@ class StopAtStepHook(SessionRunHook):
             and run_context.session.run(self._global_step) >= self._last_step
         ):
             run_context.request_stop()
+
+    def quiet_until(self) -> tuple[float, float] | None:
+        """Quiet while the step after the run is below ``last_step`` (see ``looprt.hooks.quiet``)."""
+        return (self._last_step - 1, math.inf)
+
+    def after_quiet_runs(self, global_step: int) -> None:
+        """Nothing to record."""
