@@ -4,8 +4,8 @@ The caller's fetches and every hook's fetches become one request to the raw
 session (which evaluates each unique leaf once); each requester gets its own
 structure back. Hooks whose methods are the base no-ops are never called, and
 on a run where no hook fetches anything the caller's fetches go to the raw
-session untouched, with no merged structure built. When every hook is quiet
-(``looprt.hooks.quiet``), runs between their triggers call no hook at all.
+session untouched, with no merged structure built. When every hook is idle
+(``looprt.hooks.idle``), runs between their triggers call no hook at all.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from looprt.errors import FeedConflictError, HookRequestError, StopRequestedError
-from looprt.hooks import quiet
+from looprt.hooks import idle
 from looprt.hooks.dispatch import calls
 from looprt.hooks.session_run_hook import SessionRunArgs, SessionRunContext, SessionRunValues
 from looprt.run_options import RunMetadata, RunOptions, merge_run_options
@@ -33,7 +33,7 @@ _run_values: Callable[[tuple[Any, Any, Any]], SessionRunValues] = functools.part
     tuple.__new__, SessionRunValues
 )
 _CALLER = "caller"
-_NO_FETCH = object()  # what no fetch is: no quiet span
+_NO_FETCH = object()  # what no fetch is: no idle span
 
 
 class HookedSession(WrappedSession):
@@ -75,17 +75,17 @@ class HookedSession(WrappedSession):
         self._default_metadata = new_metadata()
         self._default_values = SessionRunValues(None, self._default_options, self._default_metadata)
         self._should_stop = False
-        # Quiet runs (see looprt.hooks.quiet): possible when every hook called is quiet,
+        # Idle runs (see looprt.hooks.idle): possible when every hook called is idle,
         # the session shares defaults, and the raw session can read its global step.
         called = list(dict.fromkeys(self._before_run_hooks + self._after_run_hooks))
         gs_view = getattr(sess, "global_step_view", None)
-        self._quiet_hooks: list[Any] | None = None
-        if called and share_defaults and gs_view is not None and all(map(quiet.quiet_capable, called)):
-            self._quiet_hooks = called
-        self._quiet_fetch: Any = _NO_FETCH  # the fetch whose runs may skip the hooks, in a span
-        self._quiet_step: float = -math.inf  # runs with a global step below this ...
-        self._quiet_time = math.inf  # ... that start before this time.time() may skip them
-        self._quiet_last: float = math.inf  # the global step before the previous run
+        self._idle_hooks: list[Any] | None = None
+        if called and share_defaults and gs_view is not None and all(map(idle.idle_capable, called)):
+            self._idle_hooks = called
+        self._idle_fetch: Any = _NO_FETCH  # the fetch whose runs may skip the hooks, in a span
+        self._idle_step: float = -math.inf  # runs with a global step below this ...
+        self._idle_time = math.inf  # ... that start before this time.time() may skip them
+        self._idle_last: float = math.inf  # the global step before the previous run
         self._skipped: Any = None  # the global step before the last skipped run, to catch up
         self._gs_state: Any = None  # the global step's handle, live counter and a view of it
         self._gs_counter: Any = None
@@ -94,19 +94,19 @@ class HookedSession(WrappedSession):
         self._checked_ok = False
 
     def wake(self) -> None:
-        """End the quiet span: the hooks are called from the next run."""
-        self._quiet_fetch = _NO_FETCH
+        """End the idle span: the hooks are called from the next run."""
+        self._idle_fetch = _NO_FETCH
 
     def catch_up(self) -> None:
-        """Tell quiet hooks about the runs they skipped (before any other call of theirs)."""
+        """Tell idle hooks about the runs they skipped (before any other call of theirs)."""
         skipped, self._skipped = self._skipped, None
         if skipped is not None:
-            for hook in self._quiet_hooks:  # type: ignore[union-attr]
-                hook.after_quiet_runs(skipped)
+            for hook in self._idle_hooks:  # type: ignore[union-attr]
+                hook.after_idle_runs(skipped)
 
-    def _prepare_quiet(self, fetches: Any) -> None:
+    def _prepare_idle(self, fetches: Any) -> None:
         """Before a run that calls the hooks: catch up, note the global step, vet the fetch."""
-        self._quiet_fetch = _NO_FETCH
+        self._idle_fetch = _NO_FETCH
         if self._skipped is not None:
             self.catch_up()
         sess = self._sess
@@ -114,25 +114,25 @@ class HookedSession(WrappedSession):
         if state is None or state.value is not self._gs_counter:
             found = sess.global_step_view()
             self._gs_state, self._gs_counter, self._gs_view = found or (None, None, None)
-        self._quiet_last = math.inf if self._gs_view is None else self._gs_view[()]
+        self._idle_last = math.inf if self._gs_view is None else self._gs_view[()]
         if fetches is not self._checked_fetch:
             self._checked_fetch = fetches
             self._checked_ok = bool(sess.advances_global_step_by_one(fetches))
 
-    def _plan_quiet(self) -> None:
-        """After the hooks' after_run: start a quiet span if every hook allows one."""
+    def _plan_idle(self) -> None:
+        """After the hooks' after_run: start a idle span if every hook allows one."""
         if not self._checked_ok or self._gs_view is None:
             return
         step, until = math.inf, math.inf
-        for hook in self._quiet_hooks:  # type: ignore[union-attr]
-            span = hook.quiet_until()
+        for hook in self._idle_hooks:  # type: ignore[union-attr]
+            span = hook.idle_until()
             if span is None:
                 return
             step, until = min(step, span[0]), min(until, span[1])
-        if step > self._quiet_last + 1:
-            self._quiet_step, self._quiet_time = step, until
-            self._quiet_fetch = self._checked_fetch
-            quiet.register(self)
+        if step > self._idle_last + 1:
+            self._idle_step, self._idle_time = step, until
+            self._idle_fetch = self._checked_fetch
+            idle.register(self)
 
     def check_stop(self) -> bool:
         return self._should_stop
@@ -147,25 +147,25 @@ class HookedSession(WrappedSession):
         if self._should_stop:
             raise StopRequestedError("Run called even after should_stop requested.")
         sess = self._sess
-        # A quiet run: every hook has said it has nothing to do on it (one step on).
+        # An idle run: every hook has said it has nothing to do on it (one step on).
         if (
-            fetches is self._quiet_fetch
+            fetches is self._idle_fetch
             and options is None
             and run_metadata is None
             and self._gs_state.value is self._gs_counter
         ):
             step = self._gs_view[()]
-            if self._quiet_last < step < self._quiet_step and (
-                self._quiet_time == math.inf or time.time() < self._quiet_time
+            if self._idle_last < step < self._idle_step and (
+                self._idle_time == math.inf or time.time() < self._idle_time
             ):
-                self._quiet_last = self._skipped = step
+                self._idle_last = self._skipped = step
                 return sess.run(fetches, feed_dict, None, None)
         if not self._any_hooks:
             return sess.run(
                 fetches=fetches, feed_dict=feed_dict, options=options, run_metadata=run_metadata
             )
-        if self._quiet_hooks is not None:
-            self._prepare_quiet(fetches)
+        if self._idle_hooks is not None:
+            self._prepare_idle(fetches)
         context = _RunContext(fetches, feed_dict, sess)
         # The common run, kept lean: no hook asks for anything and the caller passes no
         # options, so the caller's fetches go to the raw session untouched and every hook
@@ -184,8 +184,8 @@ class HookedSession(WrappedSession):
             after_run(context, values)
         if context._stop_requested:
             self._should_stop = True
-        elif self._quiet_hooks is not None:
-            self._plan_quiet()
+        elif self._idle_hooks is not None:
+            self._plan_idle()
         return result
 
     def _merged_run(
@@ -257,8 +257,8 @@ class HookedSession(WrappedSession):
             result = outputs[_CALLER]
         if context._stop_requested:
             self._should_stop = True
-        elif self._quiet_hooks is not None:
-            self._plan_quiet()
+        elif self._idle_hooks is not None:
+            self._plan_idle()
         return result
 
 

@@ -79,7 +79,7 @@ class _CoordinatedSessionCreator(SessionCreator):
         self.hooked: HookedSession | None = None
 
     def catch_up(self) -> None:
-        """Tell quiet hooks about the runs they skipped (before they are called again)."""
+        """Tell idle hooks about the runs they skipped (before they are called again)."""
         if self.hooked is not None:
             self.hooked.catch_up()
 

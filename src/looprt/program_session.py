@@ -234,7 +234,7 @@ class ProgramSession:
 
         None unless the counter is a 0-d int64 NumPy array (the default).
         ``HookedSession`` reads the step before each run through it to skip
-        quiet hooks (``looprt.hooks.quiet``); the view is valid while
+        idle hooks (``looprt.hooks.idle``); the view is valid while
         ``state.value`` is that counter.
         """
         state = self.program.global_step

@@ -67,12 +67,12 @@ class SecondOrStepTimer:
     def last_triggered_step(self) -> int | None:
         return self._last_triggered_step
 
-    def quiet_until(self) -> tuple[float, float] | None:
+    def idle_until(self) -> tuple[float, float] | None:
         """``(step, time)``: no step below ``step`` triggers before ``time.time()`` reaches ``time``.
 
         None when the next step asked about may trigger (nothing triggered
         yet), or when the timer counts seconds on a clock other than
-        ``time.time`` (see ``looprt.hooks.quiet``).
+        ``time.time`` (see ``looprt.hooks.idle``).
         """
         last_step = self._last_triggered_step
         if last_step is None:
@@ -99,5 +99,5 @@ class NeverTriggerTimer:
     def last_triggered_step(self) -> int | None:
         return None
 
-    def quiet_until(self) -> tuple[float, float] | None:
+    def idle_until(self) -> tuple[float, float] | None:
         return (math.inf, math.inf)

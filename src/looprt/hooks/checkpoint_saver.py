@@ -145,15 +145,15 @@ class CheckpointSaverHook(SessionRunHook):
                 if self._save(run_context.session, global_step):
                     run_context.request_stop()
 
-    def quiet_until(self) -> tuple[float, float] | None:
-        """Quiet until the step before the next save is due (see ``looprt.hooks.quiet``)."""
+    def idle_until(self) -> tuple[float, float] | None:
+        """Idle until the step before the next save is due (see ``looprt.hooks.idle``)."""
         if preemption.signum is not None:
             return None
-        span = self._timer.quiet_until()
+        span = self._timer.idle_until()
         # after_run saves when the step after the run (g + 1) triggers the timer.
         return None if span is None else (span[0] - 1, span[1])
 
-    def after_quiet_runs(self, global_step: int) -> None:
+    def after_idle_runs(self, global_step: int) -> None:
         """Nothing to record: a run that does not save leaves no trace."""
 
     def _save_for_preemption(self, run_context: SessionRunContext) -> None:

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
-from looprt.hooks import quiet
+from looprt.hooks import idle
 from looprt.hooks.session_run_hook import SessionRunContext, SessionRunHook, SessionRunValues
 
 __all__ = ["PreemptionHook", "PreemptionNotice", "notice"]
@@ -113,7 +113,7 @@ class PreemptionHook(SessionRunHook):
             logger.warning("Received %s again; already stopping at the next step boundary", name)
             return
         notice.signum = signum
-        quiet.wake()  # the hooks see the signal after the run in progress
+        idle.wake()  # the hooks see the signal after the run in progress
         logger.warning(
             "Received %s: saving a checkpoint at the next step boundary, then stopping "
             "(grace period %gs)", name, self._grace_secs,
@@ -145,11 +145,11 @@ class PreemptionHook(SessionRunHook):
             self.preempted = True
             run_context.request_stop()
 
-    def quiet_until(self) -> tuple[float, float] | None:
-        """Quiet until a signal arrives (its handler wakes the sessions; ``looprt.hooks.quiet``)."""
+    def idle_until(self) -> tuple[float, float] | None:
+        """Idle until a signal arrives (its handler wakes the sessions; ``looprt.hooks.idle``)."""
         return None if notice.signum is not None else (math.inf, math.inf)
 
-    def after_quiet_runs(self, global_step: int) -> None:
+    def after_idle_runs(self, global_step: int) -> None:
         """Nothing to record."""
 
     def end(self, session: Any) -> None:

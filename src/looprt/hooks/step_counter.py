@@ -104,11 +104,11 @@ class StepCounterHook(SessionRunHook):
             )
         self._last_global_step = stale_global_step
 
-    def quiet_until(self) -> tuple[float, float] | None:
-        """Quiet until the step before the timer's next trigger (see ``looprt.hooks.quiet``)."""
-        span = self._timer.quiet_until()
+    def idle_until(self) -> tuple[float, float] | None:
+        """Idle until the step before the timer's next trigger (see ``looprt.hooks.idle``)."""
+        span = self._timer.idle_until()
         # after_run reads the step when the step after the run (g + 1) may trigger.
         return None if span is None else (span[0] - 1, span[1])
 
-    def after_quiet_runs(self, global_step: int) -> None:
+    def after_idle_runs(self, global_step: int) -> None:
         self._last_global_step = global_step

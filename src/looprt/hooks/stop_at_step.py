@@ -70,9 +70,9 @@ class StopAtStepHook(SessionRunHook):
         ):
             run_context.request_stop()
 
-    def quiet_until(self) -> tuple[float, float] | None:
-        """Quiet while the step after the run is below ``last_step`` (see ``looprt.hooks.quiet``)."""
+    def idle_until(self) -> tuple[float, float] | None:
+        """Idle while the step after the run is below ``last_step`` (see ``looprt.hooks.idle``)."""
         return (self._last_step - 1, math.inf)
 
-    def after_quiet_runs(self, global_step: int) -> None:
+    def after_idle_runs(self, global_step: int) -> None:
         """Nothing to record."""

@@ -88,18 +88,18 @@ class SummarySaverHook(SessionRunHook):
                 writer.add_summary(summary, global_step)
         self._next_step = global_step + 1
 
-    def quiet_until(self) -> tuple[float, float] | None:
-        """Quiet while no summary is due (see ``looprt.hooks.quiet``).
+    def idle_until(self) -> tuple[float, float] | None:
+        """Idle while no summary is due (see ``looprt.hooks.idle``).
 
         A run with global step ``g`` before it asks for summaries when the
         timer triggers for ``_next_step``, at most ``g + 1``.
         """
         if self._summary_writer is None or self._next_step is None:
             return None
-        span = self._timer.quiet_until()
+        span = self._timer.idle_until()
         return None if span is None else (span[0] - 1, span[1])
 
-    def after_quiet_runs(self, global_step: int) -> None:
+    def after_idle_runs(self, global_step: int) -> None:
         self._request_summary = False
         self._next_step = global_step + 2
 

@@ -70,8 +70,14 @@ def to_host(value: Any) -> Any:
 
 def to_device(value: Any, device: torch.device | None) -> Any:
     """A fed or pulled value as a step gets it (see the module docstring)."""
-    if device is None and type(value) in (tuple, list) and all(type(item) is torch.Tensor for item in value):
-        return value  # a DataLoader's usual batch, with nowhere to move it: once per step, kept cheap
+    if device is None and type(value) in (tuple, list):
+        # A DataLoader's usual batch, with nowhere to move it: once per step, kept cheap
+        # (a loop, not all() over a generator, which costs a frame per item).
+        for item in value:
+            if type(item) is not torch.Tensor:
+                break
+        else:
+            return value
     if isinstance(value, torch.Tensor):
         return value if device is None else value.to(device, non_blocking=True)
     if isinstance(value, np.ndarray):

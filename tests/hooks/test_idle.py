@@ -1,8 +1,8 @@
-"""Quiet runs (``looprt.hooks.quiet``): hooks skipped between their triggers, with no visible change.
+"""Idle runs (``looprt.hooks.idle``): hooks skipped between their triggers, with no visible change.
 
 The central test plays random schedules (train runs, runs that do not advance
 the global step, feeds, options, restores to an earlier step, a replaced
-counter, wake-ups, stop checks) twice, with quiet runs allowed and with every
+counter, wake-ups, stop checks) twice, with idle runs allowed and with every
 hook called on every run, and requires the same results, the same summaries,
 checkpoints, log records and stop decisions. The others check that hooks are
 really skipped, and the protocol's edges: subclasses, catch-up, recovery,
@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import looprt
-from looprt.hooks import quiet
+from looprt.hooks import idle
 from looprt.hooks.checkpoint_saver import CheckpointSaverHook
 from looprt.hooks.preemption import PreemptionHook, notice
 from looprt.hooks.step_counter import StepCounterHook
@@ -71,7 +71,7 @@ class RecordingListener(looprt.CheckpointSaverListener):
 
 
 class CountingHook(looprt.SessionRunHook):
-    """A quiet hook of the test's own: quiet until ``wake_at``; records every call."""
+    """An idle hook of the test's own: idle until ``wake_at``; records every call."""
 
     def __init__(self, wake_at: float = math.inf) -> None:
         self.wake_at = wake_at
@@ -89,14 +89,14 @@ class CountingHook(looprt.SessionRunHook):
     def end(self, session: Any) -> None:
         self.calls.append("end")
 
-    def quiet_until(self) -> tuple[float, float]:
+    def idle_until(self) -> tuple[float, float]:
         return (self.wake_at, math.inf)
 
-    def after_quiet_runs(self, global_step: int) -> None:
-        self.calls.append(("after_quiet_runs", global_step))
+    def after_idle_runs(self, global_step: int) -> None:
+        self.calls.append(("after_idle_runs", global_step))
 
 
-def make_program(name: str = "quiet") -> tuple[looprt.Program, Any, Any]:
+def make_program(name: str = "idle") -> tuple[looprt.Program, Any, Any]:
     prog = looprt.Program(backend="numpy", name=name)
     prog.state("w", np.zeros(2))
     prog.input("x", default=np.ones(2))
@@ -157,7 +157,7 @@ def play(config: dict[str, Any], ops: list[str], directory: Path, clock: Clock) 
     prog, train, probe = make_program()
     writer = RecordingWriter(log)
     every_hook = [
-        # The fake clock is time.time now, so timers by seconds may be quiet.
+        # The fake clock is time.time now, so timers by seconds may be idle.
         StepCounterHook(summary_writer=writer, clock=clock, **config["counter"]),
         SummarySaverHook(
             summary_writer=writer, summary_op=probe.total, clock=clock, **config["summary"]
@@ -194,7 +194,7 @@ def play(config: dict[str, Any], ops: list[str], directory: Path, clock: Clock) 
                 elif op == "replace":
                     prog.global_step.value = np.array(int(prog.global_step.value), dtype=np.int64)
                 elif op == "wake":
-                    quiet.wake()
+                    idle.wake()
                 elif op == "tick":
                     clock.now += 4.0
                 clock.now += 1.0
@@ -217,14 +217,14 @@ class _ListHandler(logging.Handler):
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(config=configs, ops=st.lists(st.sampled_from(OPS), min_size=1, max_size=80))
-def test_quiet_runs_change_nothing_the_hooks_or_the_caller_see(
+def test_idle_runs_change_nothing_the_hooks_or_the_caller_see(
     config: dict[str, Any], ops: list[str], tmp_path_factory: pytest.TempPathFactory, clock: Clock
 ) -> None:
-    quiet_log = play(config, ops, tmp_path_factory.mktemp("quiet"), clock)
+    idle_log = play(config, ops, tmp_path_factory.mktemp("idle"), clock)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(quiet, "quiet_capable", lambda hook: False)
+        patch.setattr(idle, "idle_capable", lambda hook: False)
         called_log = play(config, ops, tmp_path_factory.mktemp("called"), clock)
-    assert quiet_log == called_log
+    assert idle_log == called_log
 
 
 # ----------------------------------------------------------------------- skipping
@@ -240,7 +240,7 @@ def test_standard_hooks_are_skipped_between_their_triggers(
         calls["before"] += 1
         return original(self, run_context)
 
-    # Patched on the class that defines quiet_until: still quiet.
+    # Patched on the class that defines idle_until: still idle.
     monkeypatch.setattr(StepCounterHook, "before_run", counting)
     prog, train, _ = make_program()
     log: list[Any] = []
@@ -271,8 +271,8 @@ def test_a_subclass_that_overrides_after_run_is_called_every_run(clock: Clock) -
             seen.append(int(run_values.results))
             super().after_run(run_context, run_values)
 
-    assert not quiet.quiet_capable(Watching(every_n_steps=10))
-    assert quiet.quiet_capable(StepCounterHook(every_n_steps=10))
+    assert not idle.idle_capable(Watching(every_n_steps=10))
+    assert idle.idle_capable(StepCounterHook(every_n_steps=10))
     prog, train, _ = make_program()
     creator = looprt.ChiefSessionCreator(looprt.Scaffold(program=prog))
     with looprt.MonitoredSession(session_creator=creator, hooks=[Watching(every_n_steps=10)]) as sess:
@@ -281,7 +281,7 @@ def test_a_subclass_that_overrides_after_run_is_called_every_run(clock: Clock) -
     assert seen == list(range(30))
 
 
-def test_one_hook_that_is_not_quiet_keeps_every_hook_called(clock: Clock) -> None:
+def test_one_hook_that_is_not_idle_keeps_every_hook_called(clock: Clock) -> None:
     counting = CountingHook()
 
     class Plain(looprt.SessionRunHook):
@@ -308,7 +308,7 @@ def test_skipped_runs_are_caught_up_before_the_next_call(clock: Clock) -> None:
     assert hook.calls == [
         "after_create_session",
         "before_run", "after_run",
-        ("after_quiet_runs", 5),
+        ("after_idle_runs", 5),
         "before_run", "after_run",
         "before_run", "after_run",
         "before_run", "after_run",
@@ -324,7 +324,7 @@ def test_runs_skipped_before_the_end_are_caught_up_before_end(clock: Clock) -> N
         for _ in range(4):
             sess.run(train)
     assert hook.calls == [
-        "after_create_session", "before_run", "after_run", ("after_quiet_runs", 3), "end"
+        "after_create_session", "before_run", "after_run", ("after_idle_runs", 3), "end"
     ]
 
 
@@ -348,14 +348,14 @@ def test_runs_skipped_before_a_recovery_are_caught_up_before_after_create_sessio
         for _ in range(4):
             sess.run(flaky)
     assert hook.calls[:6] == [
-        "after_create_session", "before_run", "after_run", ("after_quiet_runs", 2),
+        "after_create_session", "before_run", "after_run", ("after_idle_runs", 2),
         "before_run", "after_run",
     ]
     assert hook.calls.count("after_create_session") == 2
-    assert hook.calls.index(("after_quiet_runs", 2)) < hook.calls.index("after_create_session", 1)
+    assert hook.calls.index(("after_idle_runs", 2)) < hook.calls.index("after_create_session", 1)
 
 
-def test_only_runs_of_one_train_op_are_quiet(clock: Clock) -> None:
+def test_only_runs_of_one_train_op_are_idle(clock: Clock) -> None:
     hook = CountingHook()
     prog, train, probe = make_program()
     creator = looprt.ChiefSessionCreator(looprt.Scaffold(program=prog))
@@ -367,7 +367,7 @@ def test_only_runs_of_one_train_op_are_quiet(clock: Clock) -> None:
     assert hook.calls.count("before_run") == 6
 
 
-def test_a_preemption_signal_wakes_quiet_sessions(tmp_path: Path, clock: Clock) -> None:
+def test_a_preemption_signal_wakes_idle_sessions(tmp_path: Path, clock: Clock) -> None:
     prog, train, _ = make_program()
     log: list[Any] = []
     saver_hook = CheckpointSaverHook(str(tmp_path), save_steps=1000, listeners=[RecordingListener(log)])
@@ -377,7 +377,7 @@ def test_a_preemption_signal_wakes_quiet_sessions(tmp_path: Path, clock: Clock) 
         with looprt.MonitoredSession(session_creator=creator, hooks=[saver_hook, preemption]) as sess:
             for _ in range(5):
                 sess.run(train)
-            assert hooked_of(sess)._quiet_fetch is train  # in a quiet span
+            assert hooked_of(sess)._idle_fetch is train  # in a idle span
             os.kill(os.getpid(), signal.SIGTERM)
             sess.run(train)  # the signal arrived before this run: hooks run after it
             assert sess.should_stop()
@@ -387,10 +387,10 @@ def test_a_preemption_signal_wakes_quiet_sessions(tmp_path: Path, clock: Clock) 
     assert ("save", 6) in log
 
 
-def test_timers_on_another_clock_are_never_quiet() -> None:
+def test_timers_on_another_clock_are_never_idle() -> None:
     hook = StepCounterHook(every_n_steps=None, every_n_secs=5, clock=lambda: 0.0)
     hook._timer.update_last_triggered_step(0)
-    assert hook.quiet_until() is None
+    assert hook.idle_until() is None
     by_steps = StepCounterHook(every_n_steps=5, clock=lambda: 0.0)
     by_steps._timer.update_last_triggered_step(10)
-    assert by_steps.quiet_until() == (14, math.inf)
+    assert by_steps.idle_until() == (14, math.inf)
