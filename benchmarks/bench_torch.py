@@ -2,40 +2,42 @@
 
 Usage::
 
-    python benchmarks/bench_torch.py [--quick] [--steps N] [--repeats N] [--json PATH]
+    python benchmarks/bench_torch.py [--quick] [--rounds N] [--seed N] [--json PATH]
 
 One training step (an MLP 784-256-256-10, a minibatch of 64 from a list of
-prepared batches, cross entropy, SGD with momentum) is timed three ways, side
-by side in one process:
+prepared batches, cross entropy, SGD with momentum) is run four ways, side by
+side in one process:
 
-* bare: ``train_step(next(batches))`` in a Python loop;
+* bare: ``train_step(next(batches))``;
+* bare, again: the same code a second time, an A/A control: its "overhead"
+  is what the measurement itself cannot tell apart from zero;
+* floor: the least any loop runtime written in Python does per step, in one
+  function (take the next batch under a lock, check it needs no
+  conversion, call the step, count it): a reference for what the step's
+  cold caches make of even that much Python;
 * raw session: the step made a program by ``looprt.wrap`` (the batches its
   iterable input), run by its raw ``TorchSession``: ``sess.run(step)``;
 * MonitoredTrainingSession: the same program under
   ``looprt.MonitoredTrainingSession`` with its default hooks (step counter,
   summaries every 100 steps, a checkpoint every 600 s, in a fresh temporary
-  directory, one session for the whole run): ``sess.run(step)``, fetching
-  nothing.
+  directory, one session for the whole run): ``sess.run(step)``.
 
 PyTorch runs on one thread (steadier figures on a small or busy machine).
-Two figures per variant:
+Each round runs one step of every variant, in a fresh random order, each
+step timed on its own, the garbage collector off. Interleaving single steps
+puts every variant in the same conditions (a step always follows another
+training step, with caches as a training loop leaves them), and the random
+order cancels the effect of which step came before. A variant's overhead is
+the median of its steps minus the bare steps' median, with a 90% bootstrap
+interval; ratios are over the bare median. The target is that
+MonitoredTrainingSession adds under 1% to the step (judged on that median
+overhead); the script reports whether it is met and exits 0.
 
-* overhead: each repeat times a block of ``--steps`` steps of every variant
-  (the order reversed on odd repeats, so a linear drift cancels), the
-  garbage collector off inside a block; the overhead is the median, over
-  repeats, of a block's per-step time minus that of the bare block next to
-  it. On a shared machine single blocks vary by tens of microseconds; the
-  median of a few hundred pairs is steady to a few.
-* looprt's own time: the same three loops around a step function that does
-  nothing (it returns its batch), minus the bare loop: the time looprt
-  itself spends per step, which does not depend on what the step computes.
-
-Ratios are over the bare MLP step's median. The target is that
-MonitoredTrainingSession adds under 1% to the step (judged on the measured
-overhead); the script reports whether it is met and exits 0. Where the
-measured overhead is well above looprt's own time, the difference is
-looprt's per-step Python running with cold caches after each PyTorch step
-(a step that evicts the caches makes the same code several times slower).
+Also reported, looprt's own time: the same loops around a step function
+that does nothing, minus the bare loop, timed hot: what looprt's code costs
+when nothing evicts it from the caches. After a real training step the same
+code runs several times slower (benchmarks/README.md explains why), which is
+the difference between the two figures.
 """
 
 from __future__ import annotations
@@ -45,9 +47,11 @@ import gc
 import itertools
 import json
 import platform
+import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -115,17 +119,52 @@ def empty_step_cost(monitored_factory: Callable[[Any], Any], steps: int, repeats
         }
 
 
+def interleaved(variants: dict[str, Callable[[], Any]], rounds: int, seed: int) -> dict[str, list[int]]:
+    """Nanoseconds of each step of each variant: one step of every variant per round, shuffled."""
+    names = list(variants)
+    calls = [variants[name] for name in names]
+    samples: dict[str, list[int]] = {name: [] for name in names}
+    lists = [samples[name] for name in names]
+    order = list(range(len(names)))
+    rng = random.Random(seed)
+    clock = time.perf_counter_ns
+    gc.collect()
+    gc.freeze()  # what exists now (torch's modules) is out of the collector's reach
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            rng.shuffle(order)
+            for i in order:
+                start = clock()
+                calls[i]()
+                lists[i].append(clock() - start)
+    finally:
+        gc.enable()
+        gc.unfreeze()
+    return samples
+
+
+def bootstrap_difference(a: list[int], b: list[int], seed: int, resamples: int = 200) -> tuple[float, float]:
+    """A 90% bootstrap interval of ``median(a) - median(b)``."""
+    rng = random.Random(seed)
+    differences = sorted(
+        statistics.median(rng.choices(a, k=len(a))) - statistics.median(rng.choices(b, k=len(b)))
+        for _ in range(resamples)
+    )
+    return differences[resamples // 20], differences[-(resamples // 20) - 1]
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10, help="steps per timed block (default 10)")
-    parser.add_argument("--repeats", type=int, default=300, help="timed blocks per variant (default 300)")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 5 steps, 4 repeats")
+    parser.add_argument("--rounds", type=int, default=3000, help="steps of each variant (default 3000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random orders (default 0)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 30 rounds")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.quick:
-        args.steps, args.repeats = 5, 4
-    if args.steps < 1 or args.repeats < 1:
-        parser.error("--steps and --repeats must be at least 1")
+        args.rounds = 30
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     torch.set_num_threads(1)
 
     train_step, model, opt, batches = build()
@@ -144,70 +183,77 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raw = looprt.ChiefSessionCreator(looprt.Scaffold(program=step.program)).create_session()
         monitored = stack.enter_context(monitored_factory(step.program))
 
-        def bare(steps: int) -> None:
-            for _ in range(steps):
-                train_step(next(bare_batches))
+        def bare() -> None:
+            train_step(next(bare_batches))
 
-        def session_loop(run: Callable[[Any], Any]) -> Callable[[int], None]:
-            def loop(steps: int) -> None:
-                for _ in range(steps):
-                    run(step)
+        def bare_again() -> None:
+            train_step(next(bare_batches))
 
-            return loop
+        floor_batches = itertools.cycle(batches)
+        floor_lock = threading.Lock()
+        floor_count = [0]
 
-        variants = {
+        def floor() -> None:
+            # The least a loop runtime does per step, in one function: take the next batch
+            # under a lock, check it needs no conversion, call the step, count it.
+            with floor_lock:
+                batch = next(floor_batches)
+            if type(batch) is tuple:
+                for item in batch:
+                    if type(item) is not torch.Tensor:
+                        raise TypeError(item)
+            train_step(batch=batch)
+            floor_count[0] += 1
+
+        variants: dict[str, Callable[[], Any]] = {
             "bare": bare,
-            "raw session": session_loop(raw.run),
-            "MonitoredTrainingSession": session_loop(monitored.run),
+            "bare, again (A/A control)": bare_again,
+            "floor: one Python function": floor,
+            "raw session": lambda: raw.run(step),
+            "MonitoredTrainingSession": lambda: monitored.run(step),
         }
-        samples: dict[str, list[float]] = {name: [] for name in variants}
-        for loop in variants.values():  # warm-up
-            timed(loop, args.steps)
-        # What exists now (torch's modules) is out of the collector's reach: a collection
-        # between blocks stays quick.
-        gc.collect()
-        gc.freeze()
-        try:
-            for repeat in range(args.repeats):
-                order = list(variants.items())
-                for name, loop in order if repeat % 2 == 0 else reversed(order):
-                    samples[name].append(timed(loop, args.steps))
-            own = empty_step_cost(monitored_factory, max(args.steps * 10, 100), max(args.repeats // 20, 3))
-        finally:
-            gc.unfreeze()
+        for _ in range(20):  # warm-up
+            for call in variants.values():
+                call()
+        samples = interleaved(variants, args.rounds, args.seed)
+        own = empty_step_cost(monitored_factory, 1000, 5 if args.quick else 15)
 
     bare_median = statistics.median(samples["bare"])
     rows = []
     sizes = "-".join(map(str, SIZES))
-    print(f"PyTorch MLP {sizes}, batch {BATCH}, 1 thread; {args.repeats} x {args.steps} steps")
+    print(f"PyTorch MLP {sizes}, batch {BATCH}, 1 thread; {args.rounds} interleaved steps per variant")
     print(
-        f"{'variant':<26} {'per-step us':>12} {'overhead us':>12} {'overhead':>9} "
-        f"{'looprt us':>10} {'looprt %':>9}"
+        f"{'variant':<27} {'per-step us':>12} {'overhead us':>12} {'90% interval us':>17} "
+        f"{'overhead':>9} {'looprt us':>10} {'looprt %':>9}"
     )
     for name, values in samples.items():
         median = statistics.median(values)
-        # Paired with the bare block next to it in time, so the machine's drift cancels.
-        overhead = statistics.median(v - b for v, b in zip(values, samples["bare"]))
-        cost = own[name] - own["bare"]
-        rows.append(
-            {
-                "variant": name,
-                "per_step_us": median * 1e6,
-                "overhead_us": overhead * 1e6,
-                "overhead_ratio": overhead / bare_median,
-                "looprt_us": cost * 1e6,
-                "looprt_ratio": cost / bare_median,
-                "samples_us": [v * 1e6 for v in values],
-            }
-        )
+        overhead = median - bare_median
+        low, high = bootstrap_difference(values, samples["bare"], args.seed)
+        row: dict[str, Any] = {
+            "variant": name,
+            "per_step_us": median / 1e3,
+            "overhead_us": overhead / 1e3,
+            "overhead_interval_us": [low / 1e3, high / 1e3],
+            "overhead_ratio": overhead / bare_median,
+        }
+        cost = own.get(name)
+        if cost is not None:
+            row["looprt_us"] = (cost - own["bare"]) * 1e6
+            row["looprt_ratio"] = (cost - own["bare"]) * 1e9 / bare_median
+        rows.append(row)
+        looprt_us = f"{row['looprt_us']:>10.2f}" if "looprt_us" in row else f"{'-':>10}"
+        looprt_pct = f"{row['looprt_ratio']:>9.2%}" if "looprt_ratio" in row else f"{'-':>9}"
+        interval = f"[{low / 1e3:.1f}, {high / 1e3:.1f}]"
         print(
-            f"{name:<26} {median * 1e6:>12.1f} {overhead * 1e6:>12.2f} {overhead / bare_median:>9.2%} "
-            f"{cost * 1e6:>10.2f} {cost / bare_median:>9.2%}"
+            f"{name:<27} {median / 1e3:>12.1f} {overhead / 1e3:>12.2f} {interval:>17} "
+            f"{overhead / bare_median:>9.2%} {looprt_us} {looprt_pct}"
         )
-    measured, isolated = rows[-1]["overhead_ratio"], rows[-1]["looprt_ratio"]
+    monitored_row = rows[-1]
+    measured, isolated = monitored_row["overhead_ratio"], monitored_row["looprt_ratio"]
     print(
-        "overhead: paired with the bare block next to it (noisy on a busy machine); looprt: the same\n"
-        "loop around a step that does nothing, minus the bare loop (looprt's own time per step)"
+        "overhead: median step minus the bare median, steps interleaved in random order (the A/A\n"
+        "control shows the resolution); looprt: a step that does nothing, in a hot loop, minus bare"
     )
     met = measured < TARGET
     print(
@@ -215,7 +261,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"(measured {measured:.2%}; looprt's own time, hot, {isolated:.2%})"
     )
     report = {
-        "config": {"steps": args.steps, "repeats": args.repeats, "sizes": SIZES, "batch": BATCH},
+        "config": {"rounds": args.rounds, "seed": args.seed, "sizes": SIZES, "batch": BATCH},
         "versions": {
             "python": sys.version.split()[0],
             "torch": torch.__version__,

@@ -375,6 +375,9 @@ def test_the_benchmark_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         report = bench["main"](["--quick", "--json", str(tmp_path / "figures.json")])
     finally:
         torch.set_num_threads(threads)
-    assert [row["variant"] for row in report["rows"]] == ["bare", "raw session", "MonitoredTrainingSession"]
+    assert [row["variant"] for row in report["rows"]] == [
+        "bare", "bare, again (A/A control)", "floor: one Python function", "raw session",
+        "MonitoredTrainingSession",
+    ]
     assert json.loads((tmp_path / "figures.json").read_text())["target"]["met"] in (True, False)
     assert "target: MonitoredTrainingSession adds < 1%" in capsys.readouterr().out
