@@ -217,3 +217,25 @@ def test_import_looprt_imports_no_framework() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_an_input_restarts_from_a_given_iterator_and_position() -> None:
+    prog = looprt.Program()
+    batch = prog.input("batch", iterable=[10, 20, 30, 40])
+
+    @prog.step(outputs=("seen",))
+    def consume(batch: int) -> dict[str, int]:
+        return {"seen": batch}
+
+    sess = session(prog)
+    assert [sess.run(consume.seen) for _ in range(2)] == [10, 20]
+    assert batch.position == 2
+    batch.restart(iter([40]), 3)  # as if three items had been pulled
+    assert sess.run(consume.seen) == 40
+    assert batch.position == 4
+    batch.restart(None, 0)  # the next pull iterates the iterable afresh
+    assert sess.run(consume.seen) == 10
+    assert batch.position == 1
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="position must be an int >= 0"):
+            batch.restart(None, bad)  # type: ignore[arg-type]

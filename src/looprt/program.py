@@ -90,6 +90,19 @@ class Input(Handle):
         """Whether a run that needs this input fails unless it is fed."""
         return self.iterable is None and self.default is _REQUIRED
 
+    def restart(self, iterator: Iterator[Any] | None, position: int) -> None:
+        """Continue from ``iterator``, counting ``position`` items pulled so far.
+
+        For restoring where an input stood (a backend that replays or reloads
+        its iterable). ``iterator=None`` makes the next pull iterate the
+        iterable afresh.
+        """
+        if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+            raise ValueError(f"input {self.name!r}: position must be an int >= 0, got {position!r}")
+        with self._lock:
+            self._iterator = iterator
+            self.position = position
+
     def pull(self) -> Any:
         """The next item of the iterable; ``OutOfRangeError`` once it is exhausted."""
         with self._lock:

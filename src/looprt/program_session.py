@@ -245,8 +245,9 @@ class ProgramSession:
     def advances_global_step_by_one(self, fetches: Any) -> bool:
         """Whether every run of ``fetches`` runs one step that adds one to the global step.
 
-        True for a step handle (or name) fetched alone, whose step advances the
-        global step and does not take it as an argument (so cannot change it).
+        True for a step, or one of its outputs, fetched alone (a handle or a
+        name), when the step advances the global step and does not take it as
+        an argument (so cannot change it).
         """
         if not isinstance(fetches, (Handle, str)):
             return False
@@ -256,9 +257,10 @@ class ProgramSession:
                 plan.resolved = _Resolved(plan, self.program)
         except Exception:  # noqa: BLE001 - a bad fetch is reported by the run itself
             return False
-        step = plan.resolved.lone
-        if step is None or not step.advance_global_step:
+        steps = plan.resolved.steps
+        if len(steps) != 1 or not steps[0].advance_global_step:
             return False
+        step = steps[0]
         return all(handle is not self.program.global_step for _, handle in step.bindings)
 
     def _run_plan(self, plan: FetchPlan, feed_dict: Mapping[Any, Any] | None) -> Any:

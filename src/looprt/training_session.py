@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from looprt.monitored_session import MonitoredSession
@@ -49,9 +49,19 @@ def _positive(value: Any) -> bool:
     return bool(value) and value > 0
 
 
+def _job_defaults(scaffold: Any) -> Mapping[str, Any]:
+    """What the program's backend says of this process's job (see ``training_session_defaults``)."""
+    try:
+        program = scaffold.program if scaffold is not None else None
+    except ValueError:  # no program given and no default program: the creator will say so
+        return {}
+    defaults = getattr(getattr(program, "backend", None), "training_session_defaults", None)
+    return dict(defaults()) if defaults is not None else {}
+
+
 def MonitoredTrainingSession(
     master: str = "",
-    is_chief: bool = True,
+    is_chief: bool | None = None,
     checkpoint_dir: str | None = None,
     scaffold: Scaffold | None = None,
     hooks: Iterable[Any] | None = None,
@@ -76,14 +86,23 @@ def MonitoredTrainingSession(
     seconds; giving either period of a pair turns the other off, as in TF.
     ``max_recoveries`` and ``recovery_backoff_secs`` are looprt extensions
     (see ``MonitoredSession``).
+
+    The program's backend may know this process's part in a distributed job
+    (``training_session_defaults``; the torch backend under ``torchrun``):
+    ``is_chief=None`` (the default) then takes its answer (True outside a
+    job, as TF's default), and the hooks it adds (the torch backend's
+    ``StopSyncHook``) go after ``hooks``.
     """
+    job = _job_defaults(scaffold)
+    if is_chief is None:
+        is_chief = bool(job.get("is_chief", True))
     return training_session(  # type: ignore[no-any-return]
         default_parts(),
         master,
         is_chief,
         checkpoint_dir,
         scaffold,
-        hooks,
+        [*(hooks or []), *job.get("hooks", ())],
         chief_only_hooks,
         save_checkpoint_secs,
         save_summaries_steps,

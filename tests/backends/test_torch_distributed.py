@@ -83,11 +83,16 @@ class StopHereHook(looprt.SessionRunHook):
 
 
 def train(
-    directory: str, hooks: list[Any], die_at: int | None = None, save_every: int = SAVE_EVERY, **options: Any
+    directory: str,
+    hooks: list[Any],
+    die_at: int | None = None,
+    save_every: int = SAVE_EVERY,
+    entry: Any = looprt_torch.MonitoredTrainingSession,
+    **options: Any,
 ) -> None:
     rank = torch.distributed.get_rank()
     step = build(seed=rank)
-    with looprt_torch.MonitoredTrainingSession(
+    with entry(
         checkpoint_dir=directory,
         scaffold=looprt.Scaffold(program=step.program),
         hooks=hooks,
@@ -129,6 +134,13 @@ def scenario_stop_restore_and_lose_a_peer(directory: str) -> None:
             report("lost", error=type(error).__name__, message=str(error)[:200])
             os._exit(0)
     report("not lost")
+
+
+def scenario_plain_entry(directory: str) -> None:
+    # looprt's own MonitoredTrainingSession: the torch program's backend makes rank 0 the
+    # chief and adds the StopSyncHook, so rank 1's stop at step 3 stops rank 0 too.
+    rank = torch.distributed.get_rank()
+    train(directory, [StopHereHook(3)] if rank == 1 else [], entry=looprt.MonitoredTrainingSession)
 
 
 def scenario_die_once(directory: str) -> None:
@@ -188,6 +200,16 @@ def test_ranks_stop_together_workers_get_the_chiefs_state_and_a_lost_peer_is_rec
     assert {"model.ckpt-4", "model.ckpt-5", "model.ckpt-7"} <= {p.name for p in tmp_path.glob("model.ckpt-*")}
     assert looprt.latest_checkpoint(str(tmp_path)).endswith("model.ckpt-7")  # type: ignore[union-attr]
     assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1
+
+
+def test_looprt_monitored_training_session_under_torchrun_is_a_chief_worker_job(tmp_path: Path) -> None:
+    lines = torchrun("plain_entry", tmp_path)
+    for rank in (0, 1):
+        assert [c["step"] for c in events(lines, rank, "created")] == [0]
+        assert [line["step"] for line in events(lines, rank, "loss")] == [1, 2, 3]
+        assert [s["step"] for s in events(lines, rank, "stopped")] == [3]
+    assert looprt.latest_checkpoint(str(tmp_path)).endswith("model.ckpt-3")  # type: ignore[union-attr]
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1  # only the chief writes
 
 
 @pytest.mark.slow  # two generations of processes: 10-20 s

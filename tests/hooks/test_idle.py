@@ -1,6 +1,6 @@
 """Idle runs (``looprt.hooks.idle``): hooks skipped between their triggers, with no visible change.
 
-The central test plays random schedules (train runs, runs that do not advance
+The central test plays random schedules (train runs, loss fetches, runs that do not advance
 the global step, feeds, options, restores to an earlier step, a replaced
 counter, wake-ups, stop checks) twice, with idle runs allowed and with every
 hook called on every run, and requires the same results, the same summaries,
@@ -127,7 +127,7 @@ def hooked_of(sess: Any) -> Any:
 
 # ----------------------------------------------------------------------- equivalence
 
-OPS = ("train", "train", "train", "train", "probe", "feed", "options", "restore", "replace", "wake", "tick")
+OPS = ("train", "train", "train", "loss", "loss", "probe", "feed", "options", "restore", "replace", "wake", "tick")
 
 configs = st.fixed_dictionaries(
     {
@@ -183,6 +183,8 @@ def play(config: dict[str, Any], ops: list[str], directory: Path, clock: Clock) 
                     break
                 if op == "train":
                     log.append(("run", sess.run(train)))
+                elif op == "loss":
+                    log.append(("run", sess.run(train.loss)))
                 elif op == "probe":
                     log.append(("run", sess.run(probe.total)))
                 elif op == "feed":
@@ -355,7 +357,7 @@ def test_runs_skipped_before_a_recovery_are_caught_up_before_after_create_sessio
     assert hook.calls.index(("after_idle_runs", 2)) < hook.calls.index("after_create_session", 1)
 
 
-def test_only_runs_of_one_train_op_are_idle(clock: Clock) -> None:
+def test_only_runs_of_one_train_op_or_one_of_its_outputs_are_idle(clock: Clock) -> None:
     hook = CountingHook()
     prog, train, probe = make_program()
     creator = looprt.ChiefSessionCreator(looprt.Scaffold(program=prog))
@@ -363,8 +365,11 @@ def test_only_runs_of_one_train_op_are_idle(clock: Clock) -> None:
         for _ in range(3):
             sess.run([train])  # a structure: the raw session does not vouch for it
         for _ in range(3):
-            sess.run(train.loss)  # an output: the step runs, but it is not a bare train op
-    assert hook.calls.count("before_run") == 6
+            sess.run(probe.total)  # a step that does not advance the global step
+        assert hook.calls.count("before_run") == 6
+        losses = [sess.run(train.loss) for _ in range(4)]  # the step's output: idle after the first
+        assert hook.calls.count("before_run") == 7
+    assert losses == [4.0, 5.0, 6.0, 7.0]
 
 
 def test_a_preemption_signal_wakes_idle_sessions(tmp_path: Path, clock: Clock) -> None:

@@ -102,6 +102,15 @@ class ProgramBackend:
                 return add_one
         return functools.partial(self.increment, counter)
 
+    def training_session_defaults(self) -> Mapping[str, Any]:
+        """What this process's part in a distributed job means for ``MonitoredTrainingSession``.
+
+        Optional (not in ``Backend``). Keys: ``"is_chief"`` (used when the
+        caller leaves ``is_chief=None``) and ``"hooks"`` (added after the
+        caller's). Empty outside a job: a single process is the chief.
+        """
+        return {}
+
     def snapshot(self, value: Any) -> Any:
         """An independent host copy of a piece of state."""
         return copy.deepcopy(value)

@@ -161,6 +161,10 @@ class TorchBackend(ProgramBackend):
             values[INPUTS_KEY] = inputs.input_states(program, self._input_starts(program), portable=False)
             distributed.send_state(values)
 
+    def training_session_defaults(self) -> dict[str, Any]:
+        """In a ``torch.distributed`` job: rank 0 is the chief, and ranks stop together."""
+        return distributed.job_defaults()
+
     def wait_until_ready(self, program: Program, timeout: float | None) -> None:
         """Wait for the chief; in a distributed job, receive its state and load it."""
         if not distributed.is_distributed():

@@ -35,6 +35,7 @@ __all__ = [
     "init_process_group",
     "is_chief",
     "is_distributed",
+    "job_defaults",
     "receive_state",
     "send_state",
 ]
@@ -194,6 +195,13 @@ class StopSyncHook(SessionRunHook):
             run_context.request_stop()
 
 
+def job_defaults() -> dict[str, Any]:
+    """``is_chief`` (rank 0) and a ``StopSyncHook`` in a distributed job; nothing outside one."""
+    if not is_distributed():
+        return {}
+    return {"is_chief": is_chief(), "hooks": [StopSyncHook()]}
+
+
 def MonitoredTrainingSession(
     *,
     is_chief: bool | None = None,
@@ -202,17 +210,16 @@ def MonitoredTrainingSession(
 ) -> Any:
     """``looprt.MonitoredTrainingSession`` for a ``torch.distributed`` job (or a single process).
 
-    ``is_chief`` defaults to "this process is rank 0" (true outside a
+    ``looprt.MonitoredTrainingSession`` does the same for a torch program
+    given in ``scaffold``; this one needs no program to know it is in a torch
+    job. ``is_chief`` defaults to "this process is rank 0" (true outside a
     distributed job). In a distributed job a ``StopSyncHook`` is added after
     ``hooks``, so the ranks stop together. Every other argument is passed on
     (by keyword).
     """
-    from looprt.training_session import MonitoredTrainingSession as monitored_training_session
+    from looprt.training_session import default_parts, training_session
 
-    distributed = is_distributed()
-    if is_chief is None:
-        is_chief = not distributed or dist.get_rank() == CHIEF_RANK
-    all_hooks = list(hooks or [])
-    if distributed:
-        all_hooks.append(StopSyncHook())
-    return monitored_training_session(is_chief=is_chief, hooks=all_hooks, **kwargs)
+    job = job_defaults()
+    chief = bool(job.get("is_chief", True)) if is_chief is None else is_chief
+    all_hooks = [*(hooks or []), *job.get("hooks", ())]
+    return training_session(default_parts(), is_chief=chief, hooks=all_hooks, **kwargs)

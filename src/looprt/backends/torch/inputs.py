@@ -98,12 +98,6 @@ def check_inputs(program: Program, saved: Any) -> None:
             raise ValueError(f"input {name!r}: bad position {position!r} to restore")
 
 
-def _restart(handle: Input, iterator: Iterator[Any] | None, position: int) -> None:
-    # Input has no public way to be repositioned yet; this is the one place that does it.
-    handle._iterator = iterator
-    handle.position = position
-
-
 def _replay(handle: Input, position: int, start: Mapping[str, Any] | None) -> Iterator[Any]:
     """A new iterator of ``handle``'s iterable, ``position`` items in."""
     iterable = handle.iterable
@@ -167,12 +161,12 @@ def restore_inputs(program: Program, saved: Mapping[str, Any], starts: InputStar
     finally:
         rng.restore(before)
     for handle, iterator, position, start in restarted:
-        _restart(handle, iterator, position)
+        handle.restart(iterator, position)
         starts.states[handle.name] = start
     for handle, state in moves:
         if "iterable" in state:
             handle.iterable.load_state_dict(state["iterable"])
-            _restart(handle, None, state["position"])  # its next pull iterates it afresh
+            handle.restart(None, state["position"])  # its next pull iterates it afresh
         elif not state["position"]:
-            _restart(handle, None, 0)
+            handle.restart(None, 0)
             starts.states.pop(handle.name, None)
