@@ -154,12 +154,32 @@ def bootstrap_difference(a: list[int], b: list[int], seed: int, resamples: int =
     return differences[resamples // 20], differences[-(resamples // 20) - 1]
 
 
+def profile(call: Callable[[], Any], steps: int) -> dict[str, Any]:
+    """Profile ``steps`` calls (after 100 unprofiled ones); print the Python calls, most frequent first."""
+    import cProfile
+    import pstats
+
+    for _ in range(100):
+        call()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(steps):
+        call()
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    stats.sort_stats("ncalls").print_stats(r"looprt|bench_torch", 15)
+    return {"profiled_steps": steps}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3000, help="steps of each variant (default 3000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random orders (default 0)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 30 rounds")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument(
+        "--profile", action="store_true", help="only profile 1000 MonitoredTrainingSession steps (cProfile)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds = 30
@@ -182,6 +202,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         raw = looprt.ChiefSessionCreator(looprt.Scaffold(program=step.program)).create_session()
         monitored = stack.enter_context(monitored_factory(step.program))
+        if args.profile:
+            return profile(lambda: monitored.run(step), 1000)
 
         def bare() -> None:
             train_step(next(bare_batches))
