@@ -78,9 +78,20 @@ class HookedSession(WrappedSession):
         # Idle runs (see looprt.hooks.idle): possible when every hook called is idle,
         # the session shares defaults, and the raw session can read its global step.
         called = list(dict.fromkeys(self._before_run_hooks + self._after_run_hooks))
+        # A hook listed twice sees its own calls in between: it is called on every run.
+        listed_once = all(
+            len(set(map(id, hooks))) == len(hooks)
+            for hooks in (self._before_run_hooks, self._after_run_hooks)
+        )
         gs_view = getattr(sess, "global_step_view", None)
         self._idle_hooks: list[Any] | None = None
-        if called and share_defaults and gs_view is not None and all(map(idle.idle_capable, called)):
+        if (
+            called
+            and listed_once
+            and share_defaults
+            and gs_view is not None
+            and all(map(idle.idle_capable, called))
+        ):
             self._idle_hooks = called
         self._idle_fetch: Any = _NO_FETCH  # the fetch whose runs may skip the hooks, in a span
         self._idle_step: float = -math.inf  # runs with a global step below this ...
@@ -123,6 +134,8 @@ class HookedSession(WrappedSession):
         """After the hooks' after_run: start a idle span if every hook allows one."""
         if not self._checked_ok or self._gs_view is None:
             return
+        idle.register(self)
+        woken = idle.generation()
         step, until = math.inf, math.inf
         for hook in self._idle_hooks:  # type: ignore[union-attr]
             span = hook.idle_until()
@@ -132,7 +145,8 @@ class HookedSession(WrappedSession):
         if step > self._idle_last + 1:
             self._idle_step, self._idle_time = step, until
             self._idle_fetch = self._checked_fetch
-            idle.register(self)
+            if idle.generation() != woken:  # a signal came while the hooks answered
+                self._idle_fetch = _NO_FETCH
 
     def check_stop(self) -> bool:
         return self._should_stop
@@ -158,8 +172,14 @@ class HookedSession(WrappedSession):
             if self._idle_last < step < self._idle_step and (
                 self._idle_time == math.inf or time.time() < self._idle_time
             ):
-                self._idle_last = self._skipped = step
-                return sess.run(fetches, feed_dict, None, None)
+                skipped, self._idle_last, self._skipped = self._skipped, step, step
+                try:
+                    return sess.run(fetches, feed_dict, None, None)
+                except BaseException:
+                    # The hooks would have seen no after_run: it was not one of their runs.
+                    self._skipped = skipped
+                    self._idle_fetch = _NO_FETCH
+                    raise
         if not self._any_hooks:
             return sess.run(
                 fetches=fetches, feed_dict=feed_dict, options=options, run_metadata=run_metadata

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from looprt.hooks import idle
 from looprt.hooks.preemption import notice as preemption
 from looprt.hooks.session_run_hook import (
     SessionRunArgs,
@@ -149,7 +150,7 @@ class CheckpointSaverHook(SessionRunHook):
         """Idle until the step before the next save is due (see ``looprt.hooks.idle``)."""
         if preemption.signum is not None:
             return None
-        span = self._timer.idle_until()
+        span = idle.timer_idle_until(self._timer)
         # after_run saves when the step after the run (g + 1) triggers the timer.
         return None if span is None else (span[0] - 1, span[1])
 

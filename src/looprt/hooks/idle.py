@@ -25,12 +25,16 @@ call is idle (its ``idle_until`` comes from the class that defines its
 called every run), the raw session says the run advances the global step by
 exactly one (``ProgramSession``'s runs of one train op), the global step
 rose since the previous run, and no options or run metadata are given.
-Everything a hook would observe is then the same as if it were called,
-except that a trigger by time fires on the first run that starts after its
-time rather than the first that ends after it.
+A hook listed twice is called on every run. A run that raises is not
+counted as skipped. Everything a hook would observe is then the same as if
+it were called, with two exceptions, both about when something asynchronous
+is noticed: a trigger by time fires on the first run that starts after its
+time rather than the first that ends after it, and a preemption signal that
+arrives during a skipped run is seen after the next run rather than after
+that one (as if it had come a step later).
 
 ``wake()`` ends every idle span at once; the preemption signal handler
-calls it, so the hooks see the signal after the run in progress.
+calls it. A span being planned while a signal arrives is not started.
 """
 
 from __future__ import annotations
@@ -38,33 +42,57 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-__all__ = ["idle_capable", "wake"]
+__all__ = ["generation", "idle_capable", "timer_idle_until", "vouched", "wake"]
 
-# Sessions with an idle span, to wake on a signal.
+# Sessions with an idle span, to wake on a signal; and how many wakes there were.
 _sessions: weakref.WeakSet[Any] = weakref.WeakSet()
+_wakes = [0]
 
 
 def idle_capable(hook: Any) -> bool:
     """Whether ``hook``'s ``idle_until`` vouches for its ``before_run`` and ``after_run``."""
-    owner = next((c for c in type(hook).__mro__ if "idle_until" in c.__dict__), None)
+    return callable(getattr(hook, "after_idle_runs", None)) and vouched(
+        hook, "idle_until", ("before_run", "after_run")
+    )
+
+
+def vouched(obj: Any, by: str, methods: tuple[str, ...]) -> bool:
+    """Whether ``obj.<by>`` and each of ``obj.<methods>`` are functions of one class.
+
+    The class that defines ``by`` (or one it inherits from) must also be
+    where each method comes from: a subclass that overrides one of them, or
+    a method set on the instance, is not vouched for. Base no-op hook
+    methods (never called) need no voucher.
+    """
+    owner = next((c for c in type(obj).__mro__ if by in c.__dict__), None)
     if owner is None:
-        return False
-    if not callable(getattr(hook, "after_idle_runs", None)):
         return False
     from looprt.hooks.dispatch import overrides
 
-    for name in ("before_run", "after_run", "idle_until"):
-        method = getattr(hook, name, None)
-        if getattr(method, "__self__", None) is not hook:
-            return False  # an instance attribute or a static method: nothing vouches for it
-        if name != "idle_until" and overrides(hook, name) and not _defined_in(type(hook), owner, name):
+    for name in (by, *methods):
+        method = getattr(obj, name, None)
+        if getattr(method, "__self__", None) is not obj:
+            return False  # an instance attribute or a static method
+        if name != by and name in HOOK_METHOD_NAMES and not overrides(obj, name):
+            continue
+        if getattr(method, "__func__", None) is not getattr(owner, name, None):
             return False
     return True
 
 
-def _defined_in(cls: type, owner: type, name: str) -> bool:
-    """Whether ``cls.<name>`` is the function ``owner`` (or a class it inherits from) defines."""
-    return getattr(cls, name) is getattr(owner, name)
+HOOK_METHOD_NAMES = frozenset({"before_run", "after_run"})
+
+
+def timer_idle_until(timer: Any) -> tuple[float, float] | None:
+    """``timer.idle_until()``, if the class that defines it also decides when it triggers."""
+    if not vouched(timer, "idle_until", ("should_trigger_for_step",)):
+        return None
+    return timer.idle_until()  # type: ignore[no-any-return]
+
+
+def generation() -> int:
+    """How many times ``wake()`` has been called (a span planned across a change is void)."""
+    return _wakes[0]
 
 
 def register(session: Any) -> None:
@@ -74,5 +102,6 @@ def register(session: Any) -> None:
 
 def wake() -> None:
     """End the idle span of every session: their hooks are called from the next run."""
+    _wakes[0] += 1
     for session in list(_sessions):
         session.wake()

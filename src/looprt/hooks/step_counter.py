@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from looprt.hooks import idle
 from looprt.hooks.session_run_hook import SessionRunArgs, SessionRunContext, SessionRunHook, SessionRunValues
 from looprt.summary import SummaryWriterCache
 from looprt.timer import SecondOrStepTimer
@@ -106,7 +107,7 @@ class StepCounterHook(SessionRunHook):
 
     def idle_until(self) -> tuple[float, float] | None:
         """Idle until the step before the timer's next trigger (see ``looprt.hooks.idle``)."""
-        span = self._timer.idle_until()
+        span = idle.timer_idle_until(self._timer)
         # after_run reads the step when the step after the run (g + 1) may trigger.
         return None if span is None else (span[0] - 1, span[1])
 

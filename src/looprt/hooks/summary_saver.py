@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from looprt.hooks import idle
 from looprt.hooks.session_run_hook import SessionRunArgs, SessionRunContext, SessionRunHook, SessionRunValues
 from looprt.program import Handle
 from looprt.summary import SummaryWriterCache
@@ -96,7 +97,7 @@ class SummarySaverHook(SessionRunHook):
         """
         if self._summary_writer is None or self._next_step is None:
             return None
-        span = self._timer.idle_until()
+        span = idle.timer_idle_until(self._timer)
         return None if span is None else (span[0] - 1, span[1])
 
     def after_idle_runs(self, global_step: int) -> None:
