@@ -1,0 +1,234 @@
+"""The on-disk format of a checkpoint directory, and reading and verifying it.
+
+A checkpoint is a folder ``<basename>-<step>`` holding the backend's payload
+files and a ``manifest.json`` (format version, step, wall time, backend, each
+file's size and checksum, and a checksum of the manifest itself). The index
+``checkpoint.json`` names the latest checkpoint, the kept checkpoints in
+order, with times, the checkpoints retention is deleting, and carries its own
+checksum. Temporary entries of a save start with ``.tmp``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import posixpath
+import re
+import zlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+# 2: the manifest and the index carry a checksum of their own content; the
+# index names the checkpoints retention is deleting. Version 1 is still read.
+FORMAT_VERSION = 2
+MANIFEST = "manifest.json"
+INDEX = "checkpoint.json"
+TMP_PREFIX = ".tmp"
+
+_STEP_NAME = re.compile(r"^(?P<base>.+)-(?P<step>\d+)$")
+_TMP_NAME = re.compile(r"^\.tmp-(?P<kind>[a-z]+)-[0-9a-f]{8}-(?P<name>.+)$")
+_CHUNK = 1 << 20
+
+
+def _crc32(path: str) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+# Checksums a manifest may record per file, by field name. A future
+# "crc32c" (or "sha256") entry is one line here; verification checks every
+# algorithm it knows and fails a file with none it knows.
+CHECKSUMS: dict[str, Callable[[str], int]] = {"crc32": _crc32}
+WRITE_CHECKSUM = "crc32"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Record:
+    name: str
+    step: int
+    time: float
+
+
+@dataclasses.dataclass
+class _Index:
+    latest: str | None
+    kept: list[_Record]
+    preserved: list[_Record]
+    next_keep_time: float | None
+    deleting: list[str]  # retention was deleting these when the index was written
+
+
+def _is_plain_name(name: Any) -> bool:
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and os.sep not in name
+        and (os.altsep is None or os.altsep not in name)
+    )
+
+
+def _safe_relative(name: Any) -> str | None:
+    """``name`` as a normalized relative '/'-path inside a folder, or None if it escapes."""
+    if not isinstance(name, str) or not name or name.startswith(("/", "\\")) or os.path.isabs(name):
+        return None
+    norm = posixpath.normpath(name.replace(os.sep, "/"))
+    if norm in (".", "..") or norm.startswith("../") or norm == MANIFEST:
+        return None
+    return norm
+
+
+def _too_new(version: Any) -> bool:
+    return isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION
+
+
+# Manifests and indexes end with their own checksum: the CRC32 of every byte
+# before it (with the object closed there), so any damage to the text is seen.
+_CHECKSUM_TAIL = re.compile(rb',\n "checksum": (\d+)\n\}\n?\Z')
+
+
+def _json_with_checksum(data: Mapping[str, Any]) -> bytes:
+    """``data`` as indented JSON whose last field is the checksum of the text before it."""
+    body = json.dumps(data, indent=1, sort_keys=True).encode()
+    return body[:-2] + b',\n "checksum": %d\n}\n' % zlib.crc32(body)
+
+
+def _content_problem(raw: bytes, data: Mapping[str, Any]) -> str | None:
+    """What is wrong with the checksum of a manifest or index ``raw`` (parsed: ``data``), if anything."""
+    if data["format_version"] < 2:
+        return None  # written before manifests and indexes carried one
+    tail = _CHECKSUM_TAIL.search(raw)
+    if tail is None:
+        return "has no checksum"
+    if zlib.crc32(raw[: tail.start()] + b"\n}") != int(tail[1]):
+        return "fails its checksum: its content was changed or damaged"
+    return None
+
+
+def _read_manifest(path: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The parsed, schema-checked manifest of checkpoint folder ``path``, or the problem."""
+    manifest_path = os.path.join(path, MANIFEST)
+    try:
+        with open(manifest_path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return None, f"{MANIFEST} is missing (an incomplete save?)"
+    except OSError as e:
+        return None, f"{MANIFEST} cannot be read ({e})"
+    try:
+        manifest = json.loads(raw)
+    except ValueError as e:
+        return None, f"{MANIFEST} is garbled ({e})"
+    if not isinstance(manifest, dict):
+        return None, f"{MANIFEST} is garbled (not a JSON object)"
+    if _too_new(manifest.get("format_version")):
+        return None, (
+            f"{MANIFEST} has format_version {manifest.get('format_version')!r}; "
+            f"this looprt reads 1 to {FORMAT_VERSION}"
+        )
+    content_problem = _content_problem(raw, manifest)
+    if content_problem is not None:
+        return None, f"{MANIFEST} is garbled ({content_problem})"
+    step, files = manifest.get("step"), manifest.get("files")
+    if not isinstance(step, int) or not isinstance(manifest.get("time"), (int, float)):
+        return None, f"{MANIFEST} is garbled (bad or missing step or time)"
+    if not isinstance(files, dict) or not files:
+        return None, f"{MANIFEST} is garbled (no files listed)"
+    for name, entry in files.items():
+        if (
+            _safe_relative(name) != name
+            or not isinstance(entry, dict)
+            or not isinstance(entry.get("size"), int)
+        ):
+            return None, f"{MANIFEST} is garbled (bad file entry {name!r})"
+    match = _STEP_NAME.match(os.path.basename(os.path.normpath(path)))
+    if match is not None and int(match["step"]) != step:
+        return None, f"{MANIFEST} says step {step}, but the folder is named for step {match['step']}"
+    return manifest, None
+
+
+def verify_checkpoint(path: str) -> str | None:
+    """None if checkpoint folder ``path`` is complete and intact, else what is wrong with it."""
+    path = os.fspath(path)
+    if not os.path.lexists(path):
+        return "it does not exist"
+    if not os.path.isdir(path):
+        return "it is not a checkpoint folder"
+    manifest, problem = _read_manifest(path)
+    if manifest is None:
+        return problem
+    for name, entry in manifest["files"].items():
+        file_path = os.path.join(path, *name.split("/"))
+        try:
+            size = os.path.getsize(file_path)
+        except OSError:
+            return f"{name} is missing"
+        if size != entry["size"]:
+            return f"{name} has {size} bytes; the manifest says {entry['size']} (truncated or overwritten?)"
+        algorithms = [a for a in CHECKSUMS if a in entry]
+        if not algorithms:
+            return f"{name} has no checksum this looprt can check (fields: {', '.join(sorted(entry))})"
+        for algorithm in algorithms:
+            try:
+                actual = CHECKSUMS[algorithm](file_path)
+            except OSError as e:
+                return f"{name} cannot be read ({e})"
+            if actual != entry[algorithm]:
+                return (
+                    f"{name} fails its {algorithm} check (0x{actual:08x}; the manifest says "
+                    f"{entry[algorithm]!r}): the data is corrupt"
+                )
+    return None
+
+
+def _parse_records(value: Any) -> list[_Record]:
+    if not isinstance(value, list):
+        raise ValueError("a checkpoint list is not a list")
+    records = []
+    for item in value:
+        name, step, when = item["path"], item["step"], item["time"]
+        if not _is_plain_name(name) or not isinstance(step, int) or not isinstance(when, (int, float)):
+            raise ValueError(f"bad entry {item!r}")
+        records.append(_Record(name, step, float(when)))
+    return records
+
+
+def _read_index(directory: str, index_name: str) -> tuple[_Index | None, str | None]:
+    """The index of ``directory`` (None if there is none), and what is wrong with it."""
+    try:
+        with open(os.path.join(directory, index_name), "rb") as f:
+            raw = f.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return None, None
+    except OSError as e:
+        return None, f"cannot be read ({e})"
+    try:
+        data = json.loads(raw)
+        if _too_new(data["format_version"]):
+            raise ValueError(f"format_version {data['format_version']!r} is not one this looprt reads")
+        content_problem = _content_problem(raw, data)
+        if content_problem is not None:
+            raise ValueError(f"it {content_problem}")
+        latest = data["latest"]
+        if latest is not None and not _is_plain_name(latest):
+            raise ValueError(f"bad latest {latest!r}")
+        next_keep = data.get("next_keep_time")
+        if next_keep is not None and not isinstance(next_keep, (int, float)):
+            raise ValueError(f"bad next_keep_time {next_keep!r}")
+        deleting = data.get("deleting", [])
+        if not isinstance(deleting, list) or not all(_is_plain_name(n) for n in deleting):
+            raise ValueError(f"bad deleting {deleting!r}")
+        index = _Index(
+            latest,
+            _parse_records(data["checkpoints"]),
+            _parse_records(data.get("preserved", [])),
+            next_keep,
+            deleting,
+        )
+    except (ValueError, KeyError, TypeError) as e:
+        return None, f"is garbled ({type(e).__name__}: {e})"
+    return index, None

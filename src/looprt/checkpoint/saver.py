@@ -1,0 +1,230 @@
+"""``Saver``, TF's API over ``CheckpointManager``, and ``ManagerCache``, its managers by save path.
+
+``Saver.save_async`` (a looprt extension) takes the state's host copy at once
+and writes it in the background; ``wait_until_finished()`` or ``close()``
+waits for it and raises its error, as does the next save.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from looprt.checkpoint.format import verify_checkpoint
+from looprt.checkpoint.latest import latest_checkpoint
+from looprt.checkpoint.manager import CheckpointManager, _check_retention
+from looprt.errors import DataLossError, NotFoundError
+
+logger = logging.getLogger("looprt.checkpoint")
+
+
+class ManagerCache:
+    """One ``CheckpointManager`` per directory and basename of a save path, made on first use."""
+
+    def __init__(
+        self, max_to_keep: int | None, keep_checkpoint_every_n_hours: float, clock: Callable[[], float]
+    ) -> None:
+        self._max_to_keep = max_to_keep
+        self._keep_every = keep_checkpoint_every_n_hours
+        self._clock = clock
+        self._managers: dict[tuple[str, str], CheckpointManager] = {}
+        self._lock = threading.Lock()
+
+    def get(self, save_path: Any) -> CheckpointManager:
+        """The manager of ``save_path`` ("<dir>/<basename>")."""
+        if not isinstance(save_path, (str, os.PathLike)):
+            raise TypeError(
+                f"save_path must be a path such as '<dir>/model.ckpt', got {type(save_path).__name__}"
+            )
+        save_path = os.fspath(save_path)
+        directory, basename = os.path.split(save_path)
+        if not basename:
+            raise ValueError(f"save_path must end in a file name such as 'model.ckpt', got {save_path!r}")
+        key = (os.path.abspath(directory or "."), basename)
+        with self._lock:
+            manager = self._managers.get(key)
+            if manager is None:
+                manager = self._managers[key] = CheckpointManager(
+                    directory or ".",
+                    max_to_keep=self._max_to_keep,
+                    keep_checkpoint_every_n_hours=self._keep_every,
+                    basename=basename,
+                    clock=self._clock,
+                )
+        return manager
+
+    def values(self) -> list[CheckpointManager]:
+        """Every manager made so far."""
+        with self._lock:
+            return list(self._managers.values())
+
+
+class Saver:
+    """Saves and restores a program's state; ``tf.compat.v1.train.Saver``'s methods.
+
+    ``save(sess, "<dir>/model.ckpt", global_step=N)`` writes checkpoint folder
+    ``<dir>/model.ckpt-N`` through a ``CheckpointManager`` (one per directory
+    and basename, kept by this saver) and returns its path. ``restore``
+    verifies the checkpoint, reads all of it, and only then sets the state: a
+    missing checkpoint raises ``NotFoundError``, a damaged one
+    ``DataLossError``, and neither changes any state.
+
+    ``save_async`` (a looprt extension) takes the state's host copy at once
+    and writes it in the background; ``wait_until_finished()`` or ``close()``
+    waits for it and raises its error, as does the next save.
+    """
+
+    def __init__(
+        self,
+        program: Any,
+        max_to_keep: int | None = 5,
+        keep_checkpoint_every_n_hours: float = 10000.0,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._program = getattr(program, "program", program)
+        if not hasattr(self._program, "backend") or not hasattr(self._program, "states"):
+            raise TypeError(f"Saver needs a looprt Program (or a Step of one), got {program!r}")
+        self._managers = ManagerCache(max_to_keep, keep_checkpoint_every_n_hours, clock)
+        self._last_manager: CheckpointManager | None = None
+        _check_retention(max_to_keep, keep_checkpoint_every_n_hours)  # now, not at the first save
+
+    def __repr__(self) -> str:
+        return f"<Saver of {self._program!r}>"
+
+    @property
+    def program(self) -> Any:
+        return self._program
+
+    def manager(self, save_path: str) -> CheckpointManager:
+        """The manager of the directory and basename of ``save_path`` ("<dir>/<basename>")."""
+        return self._managers.get(save_path)
+
+    def save(
+        self,
+        sess: Any,
+        save_path: str,
+        global_step: Any = None,
+        latest_filename: str | None = None,
+        meta_graph_suffix: str = "meta",
+        write_meta_graph: bool = True,
+        write_state: bool = True,
+        strip_default_attrs: bool = False,
+        save_debug_info: bool = False,
+    ) -> str:
+        """Write a checkpoint of the program's state; return its path.
+
+        ``global_step`` is an int, or something ``sess.run`` evaluates (the
+        global step handle); without it the program's own global step names
+        the checkpoint (TF would write ``save_path`` itself). With
+        ``write_state`` false the index is not updated and nothing is rotated.
+        The meta graph and debug-info arguments are accepted and ignored.
+        """
+        self.wait_until_finished()
+        manager, state, step, backend = self._stage(sess, save_path, global_step)
+        path = manager.save(state, step, backend.save_payload, backend=backend.name, update_index=write_state)
+        self._last_manager = manager
+        return path
+
+    def save_async(self, sess: Any, save_path: str, global_step: Any = None, write_state: bool = True) -> str:
+        """Take a host copy of the state now, write it in a background thread; return its path.
+
+        At most one save of this saver is in flight: this first waits for the
+        previous one and raises its error, if any. The checkpoint becomes
+        visible to readers once committed.
+        """
+        self.wait_until_finished()
+        manager, state, step, backend = self._stage(sess, save_path, global_step)
+        path = manager.save_async(
+            state, step, backend.save_payload, backend=backend.name, update_index=write_state
+        )
+        self._last_manager = manager
+        return path
+
+    def _stage(self, sess: Any, save_path: str, global_step: Any) -> tuple[CheckpointManager, Any, int, Any]:
+        if save_path is None:
+            raise ValueError("save_path must be a path such as '<dir>/model.ckpt', not None")
+        manager = self.manager(save_path)
+        program = self._program
+        backend = program.backend
+        state = backend.state_dict(program)  # a host copy: training may go on while it is written
+        if global_step is None:
+            global_step = state["global_step"]
+        if isinstance(global_step, bool):
+            raise TypeError(f"global_step must be an int or the global step handle, got {global_step!r}")
+        try:
+            step = operator.index(global_step)
+        except TypeError:
+            if sess is None or not hasattr(sess, "run"):
+                raise TypeError(
+                    "global_step must be an int or, with a session, the global step handle; "
+                    f"got {global_step!r}"
+                ) from None
+            step = operator.index(sess.run(global_step))
+        return manager, state, step, backend
+
+    def wait_until_finished(self) -> None:
+        """Block until no save of this saver is in flight; raise the error of one that failed."""
+        errors = []
+        for manager in self._managers.values():
+            try:
+                manager.wait_until_finished()
+            except BaseException as e:  # noqa: BLE001 - wait for every manager, then raise the first
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+    def close(self) -> None:
+        """Finish any save in flight, raising its error (``wait_until_finished``)."""
+        self.wait_until_finished()
+
+    def restore(self, sess: Any, save_path: str | None) -> None:
+        """Set the program's state from checkpoint ``save_path``, all or nothing."""
+        if save_path is None:
+            raise ValueError("Can't load save_path when it is None.")
+        if not isinstance(save_path, (str, os.PathLike)):
+            raise TypeError(f"save_path must be a checkpoint path, got {type(save_path).__name__}")
+        save_path = os.fspath(save_path)
+        problem = verify_checkpoint(save_path)
+        if problem is not None:
+            if not os.path.lexists(save_path):
+                raise NotFoundError(f"checkpoint {save_path!r} not found: {problem}")
+            raise DataLossError(f"checkpoint {save_path!r} cannot be restored: {problem}")
+        program = self._program
+        backend = program.backend
+        logger.info("Restoring parameters from %s", save_path)
+        try:
+            values = backend.load_payload(save_path)
+        except Exception as e:
+            raise DataLossError(
+                f"checkpoint {save_path!r} is intact, but backend {backend.name!r} cannot read it: {e}"
+            ) from e
+        before = backend.state_dict(program)
+        try:
+            backend.load_state_dict(program, values)
+        except BaseException as e:
+            backend.load_state_dict(program, before)  # all or nothing
+            if hasattr(e, "add_note"):
+                e.add_note(f"while restoring checkpoint {save_path!r}; the state was left unchanged")
+            raise
+
+    def latest_checkpoint(self, checkpoint_dir: str, latest_filename: str | None = None) -> str | None:
+        """The newest valid checkpoint in ``checkpoint_dir``, or None.
+
+        A save of this saver in flight is waited for first (its error, if
+        any, is kept for the next save), so a session that recovers restores
+        the newest state.
+        """
+        for manager in self._managers.values():
+            manager._join()
+        return latest_checkpoint(checkpoint_dir, latest_filename)
+
+    @property
+    def last_checkpoints(self) -> list[str]:
+        """Checkpoints kept in rotation by the last save, oldest first."""
+        return [] if self._last_manager is None else self._last_manager.last_checkpoints
