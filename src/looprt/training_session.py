@@ -90,8 +90,9 @@ def MonitoredTrainingSession(
     The program's backend may know this process's part in a distributed job
     (``training_session_defaults``; the torch backend under ``torchrun``):
     ``is_chief=None`` (the default) then takes its answer (True outside a
-    job, as TF's default), and the hooks it adds (the torch backend's
-    ``StopSyncHook``) go after ``hooks``.
+    job, as TF's default), the hooks it adds (the torch backend's
+    ``StopSyncHook``) go after ``hooks``, and its chief-only hooks before
+    ``chief_only_hooks``.
     """
     job = _job_defaults(scaffold)
     if is_chief is None:
@@ -103,7 +104,7 @@ def MonitoredTrainingSession(
         checkpoint_dir,
         scaffold,
         [*(hooks or []), *job.get("hooks", ())],
-        chief_only_hooks,
+        [*job.get("chief_only_hooks", ()), *(chief_only_hooks or [])],
         save_checkpoint_secs,
         save_summaries_steps,
         save_summaries_secs,

@@ -40,14 +40,16 @@ def report(event: str, **fields: Any) -> None:
         out.write(json.dumps({"rank": rank, "event": event, **fields}) + "\n")
 
 
-def build(seed: int) -> Any:
+def build(seed: int, dropout: float = 0.0) -> Any:
     """A DDP classifier over this rank's shard; ``seed`` differs per rank on purpose."""
     from torch.utils.data import DataLoader, TensorDataset
     from torch.utils.data.distributed import DistributedSampler
 
     torch.manual_seed(seed)
     model = torch.nn.parallel.DistributedDataParallel(
-        torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+        torch.nn.Sequential(
+            torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Dropout(dropout), torch.nn.Linear(8, 2)
+        )
     )
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
     data = torch.Generator().manual_seed(0)
@@ -143,6 +145,30 @@ def scenario_plain_entry(directory: str) -> None:
     train(directory, [StopHereHook(3)] if rank == 1 else [], entry=looprt.MonitoredTrainingSession)
 
 
+def losses_to(directory: str, last_step: int) -> list[float]:
+    """Train (with dropout: each rank draws its own masks) until ``last_step``; the losses."""
+    step = build(seed=torch.distributed.get_rank(), dropout=0.5)
+    losses = []
+    with looprt.MonitoredTrainingSession(
+        checkpoint_dir=directory,
+        scaffold=looprt.Scaffold(program=step.program),
+        hooks=[looprt.StopAtStepHook(last_step=last_step)],
+        save_checkpoint_steps=2,
+        log_step_count_steps=None,
+    ) as sess:
+        while not sess.should_stop():
+            losses.append(float(sess.run(step.loss)))
+    return losses
+
+
+def scenario_rng_resume(directory: str) -> None:
+    reference = losses_to(f"{directory}-reference", 4)
+    losses_to(directory, 2)  # a checkpoint at step 2, saved after the run
+    # build() seeds every rank again, as a restarted process would; the restore must undo it.
+    resumed = losses_to(directory, 4)
+    report("rng", reference=reference, resumed=resumed)
+
+
 def scenario_die_once(directory: str) -> None:
     first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
     rank = torch.distributed.get_rank()
@@ -210,6 +236,16 @@ def test_looprt_monitored_training_session_under_torchrun_is_a_chief_worker_job(
         assert [s["step"] for s in events(lines, rank, "stopped")] == [3]
     assert looprt.latest_checkpoint(str(tmp_path)).endswith("model.ckpt-3")  # type: ignore[union-attr]
     assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1  # only the chief writes
+
+
+def test_a_resumed_job_restores_every_ranks_random_generators(tmp_path: Path) -> None:
+    lines = torchrun("rng_resume", tmp_path)
+    for rank in (0, 1):
+        [record] = events(lines, rank, "rng")
+        assert len(record["reference"]) == 4
+        # Steps 3 and 4 again, bit for bit: the worker's dropout masks too (and through the
+        # averaged gradients, the chief's losses depend on them).
+        assert record["resumed"] == record["reference"][2:]
 
 
 @pytest.mark.slow  # two generations of processes: 10-20 s

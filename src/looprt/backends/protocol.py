@@ -106,8 +106,9 @@ class ProgramBackend:
         """What this process's part in a distributed job means for ``MonitoredTrainingSession``.
 
         Optional (not in ``Backend``). Keys: ``"is_chief"`` (used when the
-        caller leaves ``is_chief=None``) and ``"hooks"`` (added after the
-        caller's). Empty outside a job: a single process is the chief.
+        caller leaves ``is_chief=None``), ``"hooks"`` (added after the
+        caller's) and ``"chief_only_hooks"`` (added before the caller's).
+        Empty outside a job: a single process is the chief.
         """
         return {}
 

@@ -47,7 +47,9 @@ FORMAT = 1
 # that steps can bind to, since state is bound by parameter name.
 RNG_KEY = "looprt/rng"
 INPUTS_KEY = "looprt/inputs"
-_EXTRA_KEYS = (RNG_KEY, INPUTS_KEY)
+# Every rank's generator states, by rank, in a distributed job's checkpoints.
+RNG_RANKS_KEY = "looprt/rng_ranks"
+_EXTRA_KEYS = (RNG_KEY, INPUTS_KEY, RNG_RANKS_KEY)
 
 
 class TorchBackend(ProgramBackend):
@@ -68,6 +70,8 @@ class TorchBackend(ProgramBackend):
     def __init__(self, device: str | torch.device | None = None) -> None:
         self.device = None if device is None else torch.device(device)
         self._starts: weakref.WeakKeyDictionary[Program, inputs.InputStarts] = weakref.WeakKeyDictionary()
+        # On the chief: the ranks' generator states of the checkpoint just restored, for the workers.
+        self._rng_ranks: weakref.WeakKeyDictionary[Program, dict[int, Any]] = weakref.WeakKeyDictionary()
         # Called once per pulled batch: one Python frame instead of two (see from_feed).
         self.from_feed = functools.partial(to_device, device=self.device)  # type: ignore[method-assign]
 
@@ -109,6 +113,9 @@ class TorchBackend(ProgramBackend):
         values = {name: state.saved_value(handle.value) for name, handle in program.states.items()}
         values[RNG_KEY] = rng.capture()
         values[INPUTS_KEY] = inputs.input_states(program, self._input_starts(program))
+        ranks = distributed.gather_rng_states()  # the workers' too, when they can answer
+        if ranks is not None:
+            values[RNG_RANKS_KEY] = ranks
         return values
 
     def load_state_dict(self, program: Program, values: Mapping[str, Any]) -> None:
@@ -132,8 +139,15 @@ class TorchBackend(ProgramBackend):
             inputs.restore_inputs(program, values[INPUTS_KEY], self._input_starts(program))
         for name, handle in program.states.items():
             handle.value = state.load(handle.value, values[name])
-        if RNG_KEY in values:
+        ranks = values.get(RNG_RANKS_KEY)
+        rank = distributed.rank()
+        if ranks is not None and rank != distributed.CHIEF_RANK:
+            if rank in ranks:  # a worker: its own states, as the chief's checkpoint kept them
+                rng.restore(ranks[rank])
+        elif RNG_KEY in values:
             rng.restore(values[RNG_KEY])
+        if ranks is not None and rank == distributed.CHIEF_RANK:
+            self._rng_ranks[program] = dict(ranks)
 
     # -- checkpoints -----------------------------------------------------------------
 
@@ -155,10 +169,14 @@ class TorchBackend(ProgramBackend):
 
     def mark_ready(self, program: Program) -> None:
         """Tell waiting workers the state is ready; in a distributed job, broadcast it."""
+        distributed.close_save_window()  # the workers are in no step's collective now
         super().mark_ready(program)
         if distributed.is_distributed():
             values = {name: state.saved_value(h.value) for name, h in program.states.items()}
             values[INPUTS_KEY] = inputs.input_states(program, self._input_starts(program), portable=False)
+            ranks = self._rng_ranks.pop(program, None)
+            if ranks is not None:
+                values[RNG_RANKS_KEY] = ranks
             distributed.send_state(values)
 
     def training_session_defaults(self) -> dict[str, Any]:

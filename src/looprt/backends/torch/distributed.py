@@ -13,6 +13,14 @@ ranks all-reduce "does any rank want to stop?", so none is left waiting in a
 collective for a rank that has left. ``MonitoredTrainingSession`` here is
 ``looprt.MonitoredTrainingSession`` with the chief decided by rank and that
 hook added last.
+
+Checkpoints hold every rank's random generator states. When the chief saves
+after a run, its save makes that step's collective first, with a "saving"
+flag; the workers, in ``StopSyncHook``, answer by sending their states
+(``gather_rng_states``), which go into the checkpoint before it is written;
+then the ranks agree on stopping once more. On a restore each worker gets its
+own states with the chief's broadcast. Saves at session creation and in
+``end`` (when no step's collective is pending) hold the chief's states only.
 """
 
 from __future__ import annotations
@@ -25,17 +33,22 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from looprt.backends.torch import rng
 from looprt.backends.torch.errors import translate
 from looprt.errors import DeadlineExceededError
 from looprt.hooks.session_run_hook import SessionRunContext, SessionRunHook, SessionRunValues
 
 __all__ = [
+    "GatherWindowHook",
     "MonitoredTrainingSession",
     "StopSyncHook",
+    "close_save_window",
+    "gather_rng_states",
     "init_process_group",
     "is_chief",
     "is_distributed",
     "job_defaults",
+    "rank",
     "receive_state",
     "send_state",
 ]
@@ -73,6 +86,11 @@ def init_process_group(backend: str | None = None, **kwargs: Any) -> None:
 def is_distributed() -> bool:
     """Whether this process is one of several in an initialized ``torch.distributed`` job."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    """This process's rank: 0 outside a distributed job."""
+    return dist.get_rank() if is_distributed() else 0
 
 
 def is_chief() -> bool:
@@ -156,6 +174,84 @@ def receive_state(timeout: float | None, name: str) -> Any:
     return received[0]
 
 
+class _SaveWindow:
+    """On the chief: whether a save now would find the workers in ``StopSyncHook``'s collective.
+
+    Open from the first chief hook's ``after_run`` of a run that succeeded
+    (``GatherWindowHook``) until ``StopSyncHook.after_run`` ends; closed
+    everywhere else (session creation, ``end``). ``early`` says that a save
+    in this window already made the step's first collective and gathered
+    ``rng_ranks``.
+    """
+
+    __slots__ = ("open", "early", "rng_ranks")
+
+    def __init__(self) -> None:
+        self.open = False
+        self.early = False
+        self.rng_ranks: dict[int, Any] | None = None
+
+    def close(self) -> None:
+        self.open = self.early = False
+        self.rng_ranks = None
+
+
+_window = _SaveWindow()
+
+
+def _collective(doing: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a collective; a lost peer becomes ``UnavailableError`` / ``AbortedError``."""
+    try:
+        return call(*args, **kwargs)
+    except RuntimeError as error:
+        translated = translate(error)
+        if translated is None:
+            raise
+        if hasattr(translated, "add_note"):
+            translated.add_note(f"while {doing}")
+        raise translated from error
+
+
+def close_save_window() -> None:
+    """Close the window of ``gather_rng_states`` (a session is being created)."""
+    _window.close()
+
+
+def gather_rng_states() -> dict[int, Any] | None:
+    """On the chief, while saving after a run: every rank's generator states, by rank.
+
+    None outside a distributed job, on a worker, or outside the window in
+    which the workers can answer (a save at session creation or in ``end``).
+    The chief's save makes the step's first collective, with its "saving"
+    flag set, which the workers' ``StopSyncHook`` answers with their states.
+    """
+    if not _window.open or not is_distributed() or dist.get_rank() != CHIEF_RANK:
+        return None
+    if not _window.early:
+        group = _control_group()
+        flag = torch.tensor([0, 1], dtype=torch.int64)
+        _collective("telling the workers a checkpoint is being saved", dist.all_reduce, flag,
+                    op=dist.ReduceOp.MAX, group=group)
+        states: list[Any] = [None] * dist.get_world_size()
+        _collective("gathering the workers' random generator states", dist.gather_object,
+                    rng.capture(), states, dst=CHIEF_RANK, group=group)
+        _window.early = True
+        _window.rng_ranks = dict(enumerate(states))
+    return _window.rng_ranks
+
+
+class GatherWindowHook(SessionRunHook):
+    """The chief's first hook in a distributed job: opens the window for ``gather_rng_states``.
+
+    ``MonitoredTrainingSession`` puts it before every other hook of the
+    chief (with ``StopSyncHook`` last), so that a checkpoint saved after a
+    run holds every rank's random generator states.
+    """
+
+    def after_run(self, run_context: SessionRunContext, run_values: SessionRunValues) -> None:
+        _window.open = is_distributed()
+
+
 class StopSyncHook(SessionRunHook):
     """Stops every rank at the same step: after each run, any rank's stop is every rank's.
 
@@ -164,15 +260,21 @@ class StopSyncHook(SessionRunHook):
     this run or the coordinator was asked (a thread failed or stopped). A
     lost peer raises ``UnavailableError`` / ``AbortedError``. Does nothing
     outside a distributed job.
+
+    The same collective tells the workers when the chief saved a checkpoint
+    after this run (``gather_rng_states``): they then send the chief their
+    random generator states, and the ranks agree on stopping once more.
     """
 
     def __init__(self) -> None:
         self._coord: Any = None
-        self._flag = torch.zeros(1, dtype=torch.int64)
+        self._flags = torch.zeros(2, dtype=torch.int64)  # [stop, the chief is saving]
+        self._final = torch.zeros(1, dtype=torch.int64)
         self._group: Any = None
         self._active = False
 
     def after_create_session(self, session: Any, coord: Any) -> None:
+        _window.close()
         self._coord = coord
         self._active = is_distributed()
         if self._active:
@@ -181,25 +283,43 @@ class StopSyncHook(SessionRunHook):
     def after_run(self, run_context: SessionRunContext, run_values: SessionRunValues) -> None:
         if not self._active:
             return
-        flag = self._flag
         coord = self._coord
-        flag[0] = int(run_context.stop_requested or (coord is not None and coord.should_stop()))
+        stop = int(run_context.stop_requested or (coord is not None and coord.should_stop()))
         try:
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
-        except RuntimeError as error:
-            translated = translate(error)
-            if translated is None:
-                raise
-            raise translated from error
-        if flag[0]:
+            if _window.early:
+                # The chief's save already made this step's first collective and the gather.
+                stop = self._agree(stop)
+            else:
+                flags = self._flags
+                flags[0], flags[1] = stop, 0
+                _collective("agreeing on a stop", dist.all_reduce, flags, op=dist.ReduceOp.MAX,
+                            group=self._group)
+                if flags[1]:  # a worker: the chief is saving; send it this rank's states
+                    _collective("sending the random generator states to the chief", dist.gather_object,
+                                rng.capture(), None, dst=CHIEF_RANK, group=self._group)
+                    stop = self._agree(stop)
+                else:
+                    stop = int(flags[0])
+        finally:
+            _window.close()
+        if stop:
             run_context.request_stop()
+
+    def _agree(self, stop: int) -> int:
+        final = self._final
+        final[0] = stop
+        _collective("agreeing on a stop", dist.all_reduce, final, op=dist.ReduceOp.MAX, group=self._group)
+        return int(final[0])
+
+    def end(self, session: Any) -> None:
+        _window.close()
 
 
 def job_defaults() -> dict[str, Any]:
     """``is_chief`` (rank 0) and a ``StopSyncHook`` in a distributed job; nothing outside one."""
     if not is_distributed():
         return {}
-    return {"is_chief": is_chief(), "hooks": [StopSyncHook()]}
+    return {"is_chief": is_chief(), "chief_only_hooks": [GatherWindowHook()], "hooks": [StopSyncHook()]}
 
 
 def MonitoredTrainingSession(
@@ -222,4 +342,7 @@ def MonitoredTrainingSession(
     job = job_defaults()
     chief = bool(job.get("is_chief", True)) if is_chief is None else is_chief
     all_hooks = [*(hooks or []), *job.get("hooks", ())]
-    return training_session(default_parts(), is_chief=chief, hooks=all_hooks, **kwargs)
+    chief_only = [*job.get("chief_only_hooks", ()), *(kwargs.pop("chief_only_hooks", None) or ())]
+    return training_session(
+        default_parts(), is_chief=chief, hooks=all_hooks, chief_only_hooks=chief_only, **kwargs
+    )
