@@ -103,6 +103,7 @@ class HookedSession(WrappedSession):
         self._gs_view: Any = None
         self._checked_fetch: Any = _NO_FETCH  # the last fetch asked about, and the answer
         self._checked_ok = False
+        self._idle_runner: Callable[[], Any] | None = None  # the raw run of the idle fetch, if offered
 
     def wake(self) -> None:
         """End the idle span: the hooks are called from the next run."""
@@ -144,6 +145,8 @@ class HookedSession(WrappedSession):
             step, until = min(step, span[0]), min(until, span[1])
         if step > self._idle_last + 1:
             self._idle_step, self._idle_time = step, until
+            lone_runner = getattr(self._sess, "lone_runner", None)
+            self._idle_runner = None if lone_runner is None else lone_runner(self._checked_fetch)
             self._idle_fetch = self._checked_fetch
             if idle.generation() != woken:  # a signal came while the hooks answered
                 self._idle_fetch = _NO_FETCH
@@ -174,6 +177,9 @@ class HookedSession(WrappedSession):
             ):
                 skipped, self._idle_last, self._skipped = self._skipped, step, step
                 try:
+                    runner = self._idle_runner
+                    if runner is not None and not feed_dict:
+                        return runner()  # the raw session's run of this train op, in one call
                     return sess.run(fetches, feed_dict, None, None)
                 except BaseException:
                     # The hooks would have seen no after_run: it was not one of their runs.

@@ -35,7 +35,7 @@ __all__ = ["ProgramSession"]
 class _Resolved:
     """A plan's leaves, sorted by what evaluating them takes."""
 
-    __slots__ = ("reads", "steps", "outputs", "inputs", "lone")
+    __slots__ = ("reads", "steps", "outputs", "inputs", "lone", "runner")
 
     def __init__(self, plan: FetchPlan, program: Program) -> None:
         self.reads: list[tuple[int, State]] = []
@@ -57,6 +57,7 @@ class _Resolved:
         # The step of a run whose fetch is one step itself (a train op): its result is None.
         bare_step = plan.paths == ("",) and len(self.steps) == 1 and not self.outputs
         self.lone = self.steps[0] if bare_step else None
+        self.runner: Callable[[], None] | None = None  # made by the session on first use
 
 
 def _handle_for(plan: FetchPlan, position: int, leaf: Any, program: Program) -> Handle:
@@ -201,33 +202,87 @@ class ProgramSession:
                 plan.resolved = _Resolved(plan, self.program)
             if isinstance(fetches, Handle):
                 self._last_fetch, self._last_plan = fetches, plan
-        step = plan.resolved.lone
-        if step is None or feed_dict:
+        resolved: _Resolved = plan.resolved
+        if resolved.lone is None or feed_dict:
             return self._run_plan(plan, feed_dict)
         # The short path: one step, its inputs pulled or defaulted, nothing fetched.
-        kwargs: dict[str, Any] = {}
-        from_feed = self._from_feed
-        for param, handle in step.bindings:
-            if type(handle) is Input:
-                if handle.iterable is not None:
-                    value = handle.pull()
-                else:
-                    value = _default(handle)
-                kwargs[param] = value if from_feed is None else from_feed(value)
-            else:
-                kwargs[param] = handle.value
-        try:
-            step.fn(**kwargs)
-        except Exception as error:
-            self._raise_translated(error)
-            raise
-        if step.advance_global_step:
-            view = self._counter_view
-            if view is not None and self.program.global_step.value is self._counter:
-                view[()] += 1
-            else:
-                self._advance()
+        runner = resolved.runner
+        if runner is None:
+            runner = resolved.runner = self._runner(resolved.lone)
+        runner()
         return None
+
+    def lone_runner(self, fetches: Any) -> Callable[[], None] | None:
+        """A function that does what ``run(fetches)`` does, for a train op fetched alone.
+
+        None for any other fetch. Calling it is ``run(fetches)`` with no
+        feeds or options, in one call: ``HookedSession`` uses it on runs that
+        skip idle hooks.
+        """
+        if not isinstance(fetches, Handle):
+            return None
+        try:
+            plan = self._plans.plan(fetches)
+        except Exception:  # noqa: BLE001 - a bad fetch is reported by the run itself
+            return None
+        if plan.resolved is None:
+            plan.resolved = _Resolved(plan, self.program)
+        resolved: _Resolved = plan.resolved
+        if resolved.lone is None:
+            return None
+        if resolved.runner is None:
+            resolved.runner = self._runner(resolved.lone)
+        return resolved.runner
+
+    def _runner(self, step: Step) -> Callable[[], None]:
+        """One generated function that runs ``step`` as the short path of ``run`` does.
+
+        Straight-line code with everything it needs bound in advance: after a
+        real training step each attribute lookup and call of Python costs
+        several times what it does in a loop (benchmarks/README.md).
+        """
+        namespace: dict[str, Any] = {
+            "session": self,
+            "fn": step.fn,
+            "ClosedSessionError": ClosedSessionError,
+            "ff": self._from_feed,
+            "default": _default,
+        }
+        arguments = []
+        for i, (param, handle) in enumerate(step.bindings):
+            if type(handle) is Input:
+                namespace[f"h{i}"] = handle
+                value = f"h{i}.pull()" if handle.iterable is not None else f"default(h{i})"
+                if self._from_feed is not None:
+                    value = f"ff({value})"
+            else:
+                namespace[f"h{i}"] = handle
+                value = f"h{i}.value"
+            arguments.append(f"{param}={value}")
+        lines = [
+            "def run():",
+            "    if session._closed:",
+            "        raise ClosedSessionError('Attempted to use a closed Session.')",
+            "    try:",
+            f"        fn({', '.join(arguments)})",
+            "    except Exception as error:",
+            "        session._raise_translated(error)",
+            "        raise",
+        ]
+        if step.advance_global_step:
+            self._advance(by=0)  # bind the counter's view now
+            namespace.update(state=self.program.global_step, counter=self._counter, view=self._counter_view)
+            if self._counter_view is not None:
+                lines += [
+                    "    if state.value is counter:",
+                    "        view[()] += 1",
+                    "    else:",
+                    "        session._advance()",
+                ]
+            else:
+                lines.append("    session._advance()")
+        exec("\n".join(lines) + "\n", namespace)  # noqa: S102 - parameter names and fixed text only
+        return namespace["run"]  # type: ignore[no-any-return]
 
     def global_step_view(self) -> tuple[State, Any, memoryview] | None:
         """The global step's handle, its live counter and a view reading it without a call.
@@ -313,13 +368,18 @@ class ProgramSession:
         if translated is not None and translated is not error:
             raise translated from error
 
-    def _advance(self) -> None:
-        """Add one to the global step (remembering how, for the live counter object)."""
+    def _advance(self, by: int = 1) -> None:
+        """Add one to the global step (remembering how, for the live counter object).
+
+        ``by=0`` only prepares the counting, for the current counter object.
+        """
         counter = self.program.global_step.value
         if counter is not self._counter:
             self._counter = counter
             self._counter_view = _counter_view(self.backend, counter)
             self._add_one = None if self._counter_view is not None else _incrementer(self.backend, counter)
+        if not by:
+            return
         if self._counter_view is not None:
             self._counter_view[()] += 1
         else:

@@ -27,6 +27,12 @@ class TorchSession(ProgramSession):
         if not self._unstarted:
             self._go_direct()
 
+    def lone_runner(self, fetches: Any) -> Any:
+        """``ProgramSession.lone_runner``, once every replayed input has started (None before)."""
+        if self._unstarted:
+            return None
+        return super().lone_runner(fetches)
+
     def _go_direct(self) -> None:
         # An instance attribute shadows the method below: no extra frame per run from now on.
         vars(self)["run"] = super().run
