@@ -239,3 +239,32 @@ def test_an_input_restarts_from_a_given_iterator_and_position() -> None:
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="position must be an int >= 0"):
             batch.restart(None, bad)  # type: ignore[arg-type]
+
+
+def test_a_lone_runner_does_what_a_run_of_the_train_op_does() -> None:
+    prog = looprt.Program()
+    total = prog.state("total", np.zeros(()))
+    batch = prog.input("batch", iterable=[1.0, 2.0, 3.0])
+    scale = prog.input("scale", default=10.0)
+
+    @prog.step(outputs=("seen",))
+    def add(batch: float, scale: float, total: np.ndarray) -> dict[str, float]:
+        total += batch * scale
+        return {"seen": batch}
+
+    sess = session(prog)
+    assert sess.lone_runner(add.seen) is None  # an output is fetched: not a bare train op
+    assert sess.lone_runner([add]) is None  # a structure
+    run = sess.lone_runner(add)
+    assert run is not None and sess.lone_runner(add) is run  # made once per plan
+    assert run() is None
+    assert sess.run(add) is None  # the same short path
+    assert sess.run(total) == 30.0 and sess.run(prog.global_step) == 2 and batch.position == 2
+    prog.global_step.value = np.array(7, dtype=np.int64)  # a replaced counter is still counted
+    run()
+    assert int(prog.global_step.value) == 8 and sess.run(total) == 60.0
+    with pytest.raises(looprt.OutOfRangeError):
+        run()
+    sess.close()
+    with pytest.raises(looprt.ClosedSessionError):
+        run()
