@@ -104,14 +104,18 @@ def empty_step_cost(monitored_factory: Callable[[Any], Any], steps: int, repeats
     def nothing(batch: Any) -> dict[str, Any]:
         return {"loss": batch[0]}
 
-    step = looprt.wrap(nothing, state={"w": torch.zeros(1)}, inputs=itertools.cycle(batches), name="empty")
+    def program() -> Any:
+        state = {"w": torch.zeros(1)}
+        return looprt.wrap(nothing, state=state, inputs=itertools.cycle(batches), name="empty")
+
+    step, monitored_step = program(), program()
     raw = looprt.ChiefSessionCreator(looprt.Scaffold(program=step.program)).create_session()
     bare_batches = itertools.cycle(batches)
-    with monitored_factory(step.program) as monitored:
+    with monitored_factory(monitored_step.program) as monitored:
         loops: dict[str, Callable[[int], None]] = {
             "bare": lambda n: [nothing(next(bare_batches)) for _ in range(n)] and None,
             "raw session": lambda n: [raw.run(step) for _ in range(n)] and None,
-            "MonitoredTrainingSession": lambda n: [monitored.run(step) for _ in range(n)] and None,
+            "MonitoredTrainingSession": lambda n: [monitored.run(monitored_step) for _ in range(n)] and None,
         }
         return {
             name: statistics.median(timed(loop, steps) for _ in range(repeats))
@@ -188,10 +192,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(1)
 
     train_step, model, opt, batches = build()
-    step = looprt.wrap(
-        train_step, state={"model": model, "opt": opt}, inputs=itertools.cycle(batches), name="bench"
-    )
-    bare_batches: Iterator[Any] = itertools.cycle(batches)
+    def program() -> Any:
+        # One program per session, over the same model and optimizer: each session counts
+        # its own global step, so the hooks trigger every N of its own steps, as in a real loop.
+        return looprt.wrap(train_step, state={"model": model, "opt": opt}, inputs=stream, name="bench")
+
+    # Every variant takes its batches from one stream: in a random order of variants, each gets
+    # batches at random positions, so no variant is favoured by which data it touches.
+    stream: Iterator[Any] = itertools.cycle(batches)
+    step, monitored_step = program(), program()
     with ExitStack() as stack:
         directory = stack.enter_context(tempfile.TemporaryDirectory())
 
@@ -201,17 +210,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
 
         raw = looprt.ChiefSessionCreator(looprt.Scaffold(program=step.program)).create_session()
-        monitored = stack.enter_context(monitored_factory(step.program))
+        monitored = stack.enter_context(monitored_factory(monitored_step.program))
         if args.profile:
-            return profile(lambda: monitored.run(step), 1000)
+            return profile(lambda: monitored.run(monitored_step), 1000)
 
         def bare() -> None:
-            train_step(next(bare_batches))
+            train_step(next(stream))
 
         def bare_again() -> None:
-            train_step(next(bare_batches))
+            train_step(next(stream))
 
-        floor_batches = itertools.cycle(batches)
         floor_lock = threading.Lock()
         floor_count = [0]
 
@@ -219,7 +227,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             # The least a loop runtime does per step, in one function: take the next batch
             # under a lock, check it needs no conversion, call the step, count it.
             with floor_lock:
-                batch = next(floor_batches)
+                batch = next(stream)
             if type(batch) is tuple:
                 for item in batch:
                     if type(item) is not torch.Tensor:
@@ -232,7 +240,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "bare, again (A/A control)": bare_again,
             "floor: one Python function": floor,
             "raw session": lambda: raw.run(step),
-            "MonitoredTrainingSession": lambda: monitored.run(step),
+            "MonitoredTrainingSession": lambda: monitored.run(monitored_step),
         }
         for _ in range(20):  # warm-up
             for call in variants.values():
