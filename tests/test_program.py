@@ -245,7 +245,7 @@ def test_a_lone_runner_does_what_a_run_of_the_train_op_does() -> None:
     prog = looprt.Program()
     total = prog.state("total", np.zeros(()))
     batch = prog.input("batch", iterable=[1.0, 2.0, 3.0])
-    scale = prog.input("scale", default=10.0)
+    prog.input("scale", default=10.0)
 
     @prog.step(outputs=("seen",))
     def add(batch: float, scale: float, total: np.ndarray) -> dict[str, float]:

@@ -34,6 +34,7 @@ _run_values: Callable[[tuple[Any, Any, Any]], SessionRunValues] = functools.part
 )
 _CALLER = "caller"
 _NO_FETCH = object()  # what no fetch is: no idle span
+_INF = math.inf
 
 
 class HookedSession(WrappedSession):
@@ -93,47 +94,40 @@ class HookedSession(WrappedSession):
             and all(map(idle.idle_capable, called))
         ):
             self._idle_hooks = called
-        self._idle_fetch: Any = _NO_FETCH  # the fetch whose runs may skip the hooks, in a span
-        self._idle_step: float = -math.inf  # runs with a global step below this ...
-        self._idle_time = math.inf  # ... that start before this time.time() may skip them
-        self._idle_last: float = math.inf  # the global step before the previous run
-        self._skipped: Any = None  # the global step before the last skipped run, to catch up
-        self._gs_state: Any = None  # the global step's handle, live counter and a view of it
-        self._gs_counter: Any = None
-        self._gs_view: Any = None
+        # Everything the per-run check of an idle span reads, in one compact object.
+        self._idle = _IdleSpan()
         self._checked_fetch: Any = _NO_FETCH  # the last fetch asked about, and the answer
         self._checked_ok = False
-        self._idle_runner: Callable[[], Any] | None = None  # the raw run of the idle fetch, if offered
 
     def wake(self) -> None:
         """End the idle span: the hooks are called from the next run."""
-        self._idle_fetch = _NO_FETCH
+        self._idle.fetch = _NO_FETCH
 
     def catch_up(self) -> None:
         """Tell idle hooks about the runs they skipped (before any other call of theirs)."""
-        skipped, self._skipped = self._skipped, None
+        skipped, self._idle.skipped = self._idle.skipped, None
         if skipped is not None:
             for hook in self._idle_hooks:  # type: ignore[union-attr]
                 hook.after_idle_runs(skipped)
 
     def _prepare_idle(self, fetches: Any) -> None:
         """Before a run that calls the hooks: catch up, note the global step, vet the fetch."""
-        self._idle_fetch = _NO_FETCH
-        if self._skipped is not None:
+        self._idle.fetch = _NO_FETCH
+        if self._idle.skipped is not None:
             self.catch_up()
         sess = self._sess
-        state = self._gs_state
-        if state is None or state.value is not self._gs_counter:
+        state = self._idle.state
+        if state is None or state.value is not self._idle.counter:
             found = sess.global_step_view()
-            self._gs_state, self._gs_counter, self._gs_view = found or (None, None, None)
-        self._idle_last = math.inf if self._gs_view is None else self._gs_view[()]
+            self._idle.state, self._idle.counter, self._idle.view = found or (None, None, None)
+        self._idle.last = math.inf if self._idle.view is None else self._idle.view[()]
         if fetches is not self._checked_fetch:
             self._checked_fetch = fetches
             self._checked_ok = bool(sess.advances_global_step_by_one(fetches))
 
     def _plan_idle(self) -> None:
         """After the hooks' after_run: start a idle span if every hook allows one."""
-        if not self._checked_ok or self._gs_view is None:
+        if not self._checked_ok or self._idle.view is None:
             return
         idle.register(self)
         woken = idle.generation()
@@ -143,13 +137,13 @@ class HookedSession(WrappedSession):
             if span is None:
                 return
             step, until = min(step, span[0]), min(until, span[1])
-        if step > self._idle_last + 1:
-            self._idle_step, self._idle_time = step, until
+        if step > self._idle.last + 1:
+            self._idle.step, self._idle.until = step, until
             lone_runner = getattr(self._sess, "lone_runner", None)
-            self._idle_runner = None if lone_runner is None else lone_runner(self._checked_fetch)
-            self._idle_fetch = self._checked_fetch
+            self._idle.runner = None if lone_runner is None else lone_runner(self._checked_fetch)
+            self._idle.fetch = self._checked_fetch
             if idle.generation() != woken:  # a signal came while the hooks answered
-                self._idle_fetch = _NO_FETCH
+                self._idle.fetch = _NO_FETCH
 
     def check_stop(self) -> bool:
         return self._should_stop
@@ -165,26 +159,25 @@ class HookedSession(WrappedSession):
             raise StopRequestedError("Run called even after should_stop requested.")
         sess = self._sess
         # An idle run: every hook has said it has nothing to do on it (one step on).
+        idle = self._idle
         if (
-            fetches is self._idle_fetch
+            fetches is idle.fetch
             and options is None
             and run_metadata is None
-            and self._gs_state.value is self._gs_counter
+            and idle.state.value is idle.counter
         ):
-            step = self._gs_view[()]
-            if self._idle_last < step < self._idle_step and (
-                self._idle_time == math.inf or time.time() < self._idle_time
-            ):
-                skipped, self._idle_last, self._skipped = self._skipped, step, step
+            step = idle.view[()]
+            if idle.last < step < idle.step and (idle.until == _INF or time.time() < idle.until):
+                skipped, idle.last, idle.skipped = idle.skipped, step, step
                 try:
-                    runner = self._idle_runner
+                    runner = idle.runner
                     if runner is not None and not feed_dict:
                         return runner()  # the raw session's run of this train op, in one call
                     return sess.run(fetches, feed_dict, None, None)
                 except BaseException:
                     # The hooks would have seen no after_run: it was not one of their runs.
-                    self._skipped = skipped
-                    self._idle_fetch = _NO_FETCH
+                    idle.skipped = skipped
+                    idle.fetch = _NO_FETCH
                     raise
         if not self._any_hooks:
             return sess.run(
@@ -286,6 +279,32 @@ class HookedSession(WrappedSession):
         elif self._idle_hooks is not None:
             self._plan_idle()
         return result
+
+
+class _IdleSpan:
+    """What an idle run is checked against (see ``looprt.hooks.idle``); slots keep it compact.
+
+    ``fetch``: the fetch whose runs may skip the hooks (``_NO_FETCH``: no
+    span); ``step`` / ``until``: runs with a global step below ``step`` that
+    start before ``until`` (``time.time()``) may; ``last``: the global step
+    before the previous run; ``skipped``: before the last skipped run, to
+    catch up; ``state``, ``counter``, ``view``: the global step's handle, live
+    counter and a memoryview reading it; ``runner``: the raw session's run of
+    ``fetch`` in one call, if it offers one.
+    """
+
+    __slots__ = ("fetch", "step", "until", "last", "skipped", "state", "counter", "view", "runner")
+
+    def __init__(self) -> None:
+        self.fetch: Any = _NO_FETCH
+        self.step: float = -math.inf
+        self.until = math.inf
+        self.last: float = math.inf
+        self.skipped: Any = None
+        self.state: Any = None
+        self.counter: Any = None
+        self.view: Any = None
+        self.runner: Callable[[], Any] | None = None
 
 
 class _Requests:

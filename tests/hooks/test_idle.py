@@ -382,7 +382,7 @@ def test_a_preemption_signal_wakes_idle_sessions(tmp_path: Path, clock: Clock) -
         with looprt.MonitoredSession(session_creator=creator, hooks=[saver_hook, preemption]) as sess:
             for _ in range(5):
                 sess.run(train)
-            assert hooked_of(sess)._idle_fetch is train  # in a idle span
+            assert hooked_of(sess)._idle.fetch is train  # in an idle span
             os.kill(os.getpid(), signal.SIGTERM)
             sess.run(train)  # the signal arrived before this run: hooks run after it
             assert sess.should_stop()
