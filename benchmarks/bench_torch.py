@@ -171,7 +171,7 @@ def profile(call: Callable[[], Any], steps: int) -> dict[str, Any]:
         call()
     profiler.disable()
     stats = pstats.Stats(profiler)
-    stats.sort_stats("ncalls").print_stats(r"looprt|bench_torch", 15)
+    stats.sort_stats("ncalls").print_stats(r"looprt|bench_torch|<string>", 15)
     return {"profiled_steps": steps}
 
 
