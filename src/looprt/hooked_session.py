@@ -123,10 +123,11 @@ class HookedSession(WrappedSession):
         self._idle.last = math.inf if self._idle.view is None else self._idle.view[()]
         if fetches is not self._checked_fetch:
             self._checked_fetch = fetches
-            self._checked_ok = bool(sess.advances_global_step_by_one(fetches))
+            vouch = getattr(sess, "advances_global_step_by_one", None)
+            self._checked_ok = vouch is not None and bool(vouch(fetches))
 
     def _plan_idle(self) -> None:
-        """After the hooks' after_run: start a idle span if every hook allows one."""
+        """After the hooks' after_run: start an idle span if every hook allows one."""
         if not self._checked_ok or self._idle.view is None:
             return
         idle.register(self)
