@@ -47,6 +47,8 @@ __all__ = ["generation", "idle_capable", "timer_idle_until", "vouched", "wake"]
 # Sessions with an idle span, to wake on a signal; and how many wakes there were.
 _sessions: weakref.WeakSet[Any] = weakref.WeakSet()
 _wakes = [0]
+# Hook methods that need no voucher when they are the base class's no-ops.
+_HOOK_METHOD_NAMES = frozenset({"before_run", "after_run"})
 
 
 def idle_capable(hook: Any) -> bool:
@@ -73,14 +75,11 @@ def vouched(obj: Any, by: str, methods: tuple[str, ...]) -> bool:
         method = getattr(obj, name, None)
         if getattr(method, "__self__", None) is not obj:
             return False  # an instance attribute or a static method
-        if name != by and name in HOOK_METHOD_NAMES and not overrides(obj, name):
+        if name != by and name in _HOOK_METHOD_NAMES and not overrides(obj, name):
             continue
         if getattr(method, "__func__", None) is not getattr(owner, name, None):
             return False
     return True
-
-
-HOOK_METHOD_NAMES = frozenset({"before_run", "after_run"})
 
 
 def timer_idle_until(timer: Any) -> tuple[float, float] | None:
