@@ -94,17 +94,14 @@ def MonitoredTrainingSession(
     ``StopSyncHook``) go after ``hooks``, and its chief-only hooks before
     ``chief_only_hooks``.
     """
-    job = _job_defaults(scaffold)
-    if is_chief is None:
-        is_chief = bool(job.get("is_chief", True))
     return training_session(  # type: ignore[no-any-return]
         default_parts(),
         master,
         is_chief,
         checkpoint_dir,
         scaffold,
-        [*(hooks or []), *job.get("hooks", ())],
-        [*job.get("chief_only_hooks", ()), *(chief_only_hooks or [])],
+        hooks,
+        chief_only_hooks,
         save_checkpoint_secs,
         save_summaries_steps,
         save_summaries_secs,
@@ -117,6 +114,7 @@ def MonitoredTrainingSession(
         save_graph_def,
         max_recoveries=max_recoveries,
         recovery_backoff_secs=recovery_backoff_secs,
+        job=_job_defaults(scaffold),
     )
 
 
@@ -153,7 +151,7 @@ def default_parts() -> TrainingSessionParts:
 def training_session(
     parts: TrainingSessionParts,
     master: str = "",
-    is_chief: bool = True,
+    is_chief: bool | None = True,
     checkpoint_dir: str | None = None,
     scaffold: Any = None,
     hooks: Iterable[Any] | None = None,
@@ -171,8 +169,20 @@ def training_session(
     *,
     max_recoveries: int | None = None,
     recovery_backoff_secs: float = 0.0,
+    job: Mapping[str, Any] | None = None,
 ) -> Any:
-    """``MonitoredTrainingSession`` built from ``parts``: TF's defaults and default hooks."""
+    """``MonitoredTrainingSession`` built from ``parts``: TF's defaults and default hooks.
+
+    ``job`` is what a backend says of this process's part in a distributed
+    job (``training_session_defaults``): its ``"is_chief"`` answers
+    ``is_chief=None`` (True without it), its ``"hooks"`` go after ``hooks`` and
+    its ``"chief_only_hooks"`` before ``chief_only_hooks``.
+    """
+    job = job or {}
+    if is_chief is None:
+        is_chief = bool(job.get("is_chief", True))
+    hooks = [*(hooks or []), *job.get("hooks", ())]
+    chief_only_hooks = [*job.get("chief_only_hooks", ()), *(chief_only_hooks or [])]
     save_summaries_steps, save_summaries_secs = _resolve_periods(
         save_summaries_steps, save_summaries_secs, 100, None
     )

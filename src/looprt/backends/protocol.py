@@ -86,20 +86,10 @@ class ProgramBackend:
 
         Optional (not in ``Backend``: a session falls back to ``increment``).
         Sessions call it once per step that advances the global step, so it
-        should be cheap. The default calls ``increment``, except for the
-        default counter (a 0-d int64 NumPy array) of a backend that keeps the
-        default ``increment``: that one is counted through a memoryview of its
-        buffer, about 15x cheaper than a NumPy ``+= 1`` and with the same
-        result, so the counter still fetches and checkpoints as before.
+        should be cheap. The default calls ``increment``. (A ``ProgramSession``
+        counts the default counter of a backend that overrides neither method
+        in place, through a memoryview, with no call.)
         """
-        if type(self).increment is ProgramBackend.increment:
-            view = int64_scalar_view(counter)
-            if view is not None:
-
-                def add_one() -> None:
-                    view[()] += 1
-
-                return add_one
         return functools.partial(self.increment, counter)
 
     def training_session_defaults(self) -> Mapping[str, Any]:
@@ -188,16 +178,3 @@ class ProgramBackend:
                 f"Session was not ready after waiting {timeout:g} secs: no chief initialized "
                 f"program {program.name!r}. Start a chief (ChiefSessionCreator) or raise max_wait_secs."
             )
-
-
-def int64_scalar_view(counter: Any) -> memoryview | None:
-    """A writable memoryview of ``counter`` if it is a 0-d native int64 NumPy array, else None."""
-    import numpy as np
-
-    if type(counter) is not np.ndarray or counter.shape != () or counter.dtype != np.int64:
-        return None
-    view = counter.data
-    # Only a native, writable int64 buffer ("l" or "q"; "<q" etc. name other byte orders).
-    if view.readonly or view.format not in ("l", "q") or view.itemsize != 8:
-        return None
-    return view

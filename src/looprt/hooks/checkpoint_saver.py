@@ -150,9 +150,8 @@ class CheckpointSaverHook(SessionRunHook):
         """Idle until the step before the next save is due (see ``looprt.hooks.idle``)."""
         if preemption.signum is not None:
             return None
-        span = idle.timer_idle_until(self._timer)
         # after_run saves when the step after the run (g + 1) triggers the timer.
-        return None if span is None else (span[0] - 1, span[1])
+        return idle.until_timer_is_due(self._timer)
 
     def after_idle_runs(self, global_step: int) -> None:
         """Nothing to record: a run that does not save leaves no trace."""

@@ -42,20 +42,22 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-__all__ = ["generation", "idle_capable", "timer_idle_until", "vouched", "wake"]
+__all__ = ["generation", "idle_capable", "until_timer_is_due", "vouched", "wake"]
 
 # Sessions with an idle span, to wake on a signal; and how many wakes there were.
 _sessions: weakref.WeakSet[Any] = weakref.WeakSet()
 _wakes = [0]
-# Hook methods that need no voucher when they are the base class's no-ops.
-_HOOK_METHOD_NAMES = frozenset({"before_run", "after_run"})
 
 
 def idle_capable(hook: Any) -> bool:
-    """Whether ``hook``'s ``idle_until`` vouches for its ``before_run`` and ``after_run``."""
-    return callable(getattr(hook, "after_idle_runs", None)) and vouched(
-        hook, "idle_until", ("before_run", "after_run")
-    )
+    """Whether ``hook``'s ``idle_until`` vouches for its ``before_run`` and ``after_run``.
+
+    A method that is the base class's no-op is never called, so needs no voucher.
+    """
+    from looprt.hooks.dispatch import overrides
+
+    called = tuple(name for name in ("before_run", "after_run") if overrides(hook, name))
+    return callable(getattr(hook, "after_idle_runs", None)) and vouched(hook, "idle_until", called)
 
 
 def vouched(obj: Any, by: str, methods: tuple[str, ...]) -> bool:
@@ -63,30 +65,33 @@ def vouched(obj: Any, by: str, methods: tuple[str, ...]) -> bool:
 
     The class that defines ``by`` (or one it inherits from) must also be
     where each method comes from: a subclass that overrides one of them, or
-    a method set on the instance, is not vouched for. Base no-op hook
-    methods (never called) need no voucher.
+    a method set on the instance, is not vouched for.
     """
     owner = next((c for c in type(obj).__mro__ if by in c.__dict__), None)
     if owner is None:
         return False
-    from looprt.hooks.dispatch import overrides
-
     for name in (by, *methods):
         method = getattr(obj, name, None)
         if getattr(method, "__self__", None) is not obj:
             return False  # an instance attribute or a static method
-        if name != by and name in _HOOK_METHOD_NAMES and not overrides(obj, name):
-            continue
         if getattr(method, "__func__", None) is not getattr(owner, name, None):
             return False
     return True
 
 
-def timer_idle_until(timer: Any) -> tuple[float, float] | None:
-    """``timer.idle_until()``, if the class that defines it also decides when it triggers."""
+def until_timer_is_due(timer: Any) -> tuple[float, float] | None:
+    """The idle span of a hook that acts when its timer triggers for the step after a run.
+
+    Such a hook asks its timer about ``g + 1`` after a run from ``g``: it is
+    idle while ``g + 1`` is below the timer's next trigger step and the time
+    is before its next trigger time. None when the timer cannot say (see
+    ``SecondOrStepTimer.idle_until``), or when its ``idle_until`` does not come
+    from the class that decides when it triggers.
+    """
     if not vouched(timer, "idle_until", ("should_trigger_for_step",)):
         return None
-    return timer.idle_until()  # type: ignore[no-any-return]
+    span: tuple[float, float] | None = timer.idle_until()
+    return None if span is None else (span[0] - 1, span[1])
 
 
 def generation() -> int:

@@ -107,9 +107,8 @@ class StepCounterHook(SessionRunHook):
 
     def idle_until(self) -> tuple[float, float] | None:
         """Idle until the step before the timer's next trigger (see ``looprt.hooks.idle``)."""
-        span = idle.timer_idle_until(self._timer)
         # after_run reads the step when the step after the run (g + 1) may trigger.
-        return None if span is None else (span[0] - 1, span[1])
+        return idle.until_timer_is_due(self._timer)
 
     def after_idle_runs(self, global_step: int) -> None:
         self._last_global_step = global_step

@@ -97,8 +97,7 @@ class SummarySaverHook(SessionRunHook):
         """
         if self._summary_writer is None or self._next_step is None:
             return None
-        span = idle.timer_idle_until(self._timer)
-        return None if span is None else (span[0] - 1, span[1])
+        return idle.until_timer_is_due(self._timer)
 
     def after_idle_runs(self, global_step: int) -> None:
         self._request_summary = False

@@ -140,14 +140,13 @@ class TorchBackend(ProgramBackend):
         for name, handle in program.states.items():
             handle.value = state.load(handle.value, values[name])
         ranks = values.get(RNG_RANKS_KEY)
-        rank = distributed.rank()
-        if ranks is not None and rank != distributed.CHIEF_RANK:
-            if rank in ranks:  # a worker: its own states, as the chief's checkpoint kept them
-                rng.restore(ranks[rank])
-        elif RNG_KEY in values:
-            rng.restore(values[RNG_KEY])
-        if ranks is not None and rank == distributed.CHIEF_RANK:
-            self._rng_ranks[program] = dict(ranks)
+        if distributed.is_chief():
+            if RNG_KEY in values:
+                rng.restore(values[RNG_KEY])
+            if ranks is not None:  # the workers' states, sent with the state in mark_ready
+                self._rng_ranks[program] = dict(ranks)
+        elif ranks is not None and distributed.rank() in ranks:
+            rng.restore(ranks[distributed.rank()])  # a worker: its own, as the checkpoint kept them
 
     # -- checkpoints -----------------------------------------------------------------
 

@@ -225,7 +225,7 @@ def gather_rng_states() -> dict[int, Any] | None:
     The chief's save makes the step's first collective, with its "saving"
     flag set, which the workers' ``StopSyncHook`` answers with their states.
     """
-    if not _window.open or not is_distributed() or dist.get_rank() != CHIEF_RANK:
+    if not _window.open or not is_distributed() or not is_chief():
         return None
     if not _window.early:
         group = _control_group()
@@ -339,10 +339,4 @@ def MonitoredTrainingSession(
     """
     from looprt.training_session import default_parts, training_session
 
-    job = job_defaults()
-    chief = bool(job.get("is_chief", True)) if is_chief is None else is_chief
-    all_hooks = [*(hooks or []), *job.get("hooks", ())]
-    chief_only = [*job.get("chief_only_hooks", ()), *(kwargs.pop("chief_only_hooks", None) or ())]
-    return training_session(
-        default_parts(), is_chief=chief, hooks=all_hooks, chief_only_hooks=chief_only, **kwargs
-    )
+    return training_session(default_parts(), is_chief=is_chief, hooks=hooks, job=job_defaults(), **kwargs)
