@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import logging
 import os
 import platform
@@ -45,6 +44,8 @@ import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from bench_overhead import write_json
 
 import looprt
 
@@ -276,9 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     report = collect(args)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
+        write_json(report, args.json)
     return 0
 
 

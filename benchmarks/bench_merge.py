@@ -39,17 +39,16 @@ The script never fails on speed; it exits 0 after printing the tables.
 from __future__ import annotations
 
 import argparse
-import gc
 import itertools
-import json
 import os
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from bench_overhead import collector_off, write_json
 
 import looprt
 from looprt.structure import PlanCache
@@ -65,18 +64,6 @@ LINEAR_R2 = 0.99  # the fit that counts as linear
 
 
 # --- timing ------------------------------------------------------------------------------
-
-
-@contextmanager
-def collector_off() -> Iterator[None]:
-    gc.collect()
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def per_call_ns(call: Callable[[], Any], calls: int, repeats: int) -> tuple[float, float]:
@@ -409,9 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     report = collect(args)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
+        write_json(report, args.json)
     return 0
 
 
