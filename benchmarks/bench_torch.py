@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_torch.py [--quick] [--rounds N] [--seed N] [--json PATH]
+    python benchmarks/bench_torch.py [--quick] [--rounds N] [--seed N] [--batch N] [--fused] [--json PATH]
 
 One training step (an MLP 784-256-256-10, a minibatch of 64 from a list of
 prepared batches, cross entropy, SGD with momentum) is run four ways, side by
@@ -20,7 +20,15 @@ side in one process:
 * MonitoredTrainingSession: the same program under
   ``looprt.MonitoredTrainingSession`` with its default hooks (step counter,
   summaries every 100 steps, a checkpoint every 600 s, in a fresh temporary
-  directory, one session for the whole run): ``sess.run(step)``.
+  directory, one session for the whole run): ``sess.run(step)``;
+* with ``--fused``, an experiment: a MonitoredTrainingSession's idle run
+  (``looprt.hooks.idle``) done by one function that inlines every layer (the
+  session layers, the raw session's runner, the input's pull, the batch
+  check). It reads looprt's private state and keeps none of the error
+  handling: not a way to run, a measure of what the layers' calls cost after
+  a training step.
+
+``--batch`` changes the minibatch (default 64), and with it the step time.
 
 PyTorch runs on one thread (steadier figures on a small or busy machine).
 Each round runs one step of every variant, in a fresh random order, each
@@ -66,14 +74,16 @@ SIZES = (784, 256, 256, 10)
 BATCH = 64
 
 
-def build() -> tuple[Callable[[Any], dict[str, Any]], torch.nn.Module, torch.optim.Optimizer, list[Any]]:
+def build(
+    batch: int = BATCH,
+) -> tuple[Callable[[Any], dict[str, Any]], torch.nn.Module, torch.optim.Optimizer, list[Any]]:
     torch.manual_seed(0)
     layers: list[torch.nn.Module] = []
     for fan_in, fan_out in itertools.pairwise(SIZES):
         layers += [torch.nn.Linear(fan_in, fan_out), torch.nn.ReLU()]
     model = torch.nn.Sequential(*layers[:-1])
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    batches = [(torch.randn(BATCH, SIZES[0]), torch.randint(0, SIZES[-1], (BATCH,))) for _ in range(16)]
+    batches = [(torch.randn(batch, SIZES[0]), torch.randint(0, SIZES[-1], (batch,))) for _ in range(16)]
 
     def train_step(batch: Any) -> dict[str, Any]:
         x, y = batch
@@ -121,6 +131,37 @@ def empty_step_cost(monitored_factory: Callable[[Any], Any], steps: int, repeats
             name: statistics.median(timed(loop, steps) for _ in range(repeats))
             for name, loop in loops.items()
         }
+
+
+def fused_idle_run(monitored: Any, step: Any) -> Callable[[], Any]:
+    """``monitored.run(step)`` with an idle run's work inlined into one function (an experiment).
+
+    Reads looprt's private state (the hooked session's idle span, the input's
+    iterator and lock) and has none of the layers' error handling.
+    """
+    hooked = monitored._coordinated_creator.hooked
+    ((_, handle),) = step.bindings
+    fn, lock, now, never = step.fn, handle._lock, time.time, float("inf")
+
+    def run() -> Any:
+        span = hooked._idle
+        if step is span.fetch and span.state.value is span.counter:
+            global_step = span.view[()]
+            if span.last < global_step < span.step and (span.until == never or now() < span.until):
+                span.last = span.skipped = global_step
+                with lock:
+                    batch = next(handle._iterator)
+                    handle.position += 1
+                if type(batch) is tuple:
+                    for item in batch:
+                        if type(item) is not torch.Tensor:
+                            raise TypeError(item)
+                fn(batch)
+                span.view[()] += 1
+                return None
+        return monitored.run(step)
+
+    return run
 
 
 def interleaved(variants: dict[str, Callable[[], Any]], rounds: int, seed: int) -> dict[str, list[int]]:
@@ -180,6 +221,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=3000, help="steps of each variant (default 3000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random orders (default 0)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 30 rounds")
+    parser.add_argument("--batch", type=int, default=BATCH, help=f"minibatch size (default {BATCH})")
+    parser.add_argument("--fused", action="store_true", help="add the experiment that inlines an idle run")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument(
         "--profile", action="store_true", help="only profile 1000 MonitoredTrainingSession steps (cProfile)"
@@ -187,11 +230,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds = 30
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
+    if args.rounds < 1 or args.batch < 1:
+        parser.error("--rounds and --batch must be at least 1")
     torch.set_num_threads(1)
 
-    train_step, model, opt, batches = build()
+    train_step, model, opt, batches = build(args.batch)
+
     def program() -> Any:
         # One program per session, over the same model and optimizer: each session counts
         # its own global step, so the hooks trigger every N of its own steps, as in a real loop.
@@ -242,6 +286,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "raw session": lambda: raw.run(step),
             "MonitoredTrainingSession": lambda: monitored.run(monitored_step),
         }
+        if args.fused:
+            fused_step = program()
+            fused = stack.enter_context(monitored_factory(fused_step.program))
+            variants["fused idle run (experiment)"] = fused_idle_run(fused, fused_step)
         for _ in range(20):  # warm-up
             for call in variants.values():
                 call()
@@ -251,7 +299,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     bare_median = statistics.median(samples["bare"])
     rows = []
     sizes = "-".join(map(str, SIZES))
-    print(f"PyTorch MLP {sizes}, batch {BATCH}, 1 thread; {args.rounds} interleaved steps per variant")
+    print(f"PyTorch MLP {sizes}, batch {args.batch}, 1 thread; {args.rounds} interleaved steps per variant")
     print(
         f"{'variant':<27} {'per-step us':>12} {'overhead us':>12} {'90% interval us':>17} "
         f"{'overhead':>9} {'looprt us':>10} {'looprt %':>9}"
@@ -279,7 +327,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{name:<27} {median / 1e3:>12.1f} {overhead / 1e3:>12.2f} {interval:>17} "
             f"{overhead / bare_median:>9.2%} {looprt_us} {looprt_pct}"
         )
-    monitored_row = rows[-1]
+    monitored_row = next(row for row in rows if row["variant"] == "MonitoredTrainingSession")
     measured, isolated = monitored_row["overhead_ratio"], monitored_row["looprt_ratio"]
     print(
         "overhead: median step minus the bare median, steps interleaved in random order (the A/A\n"
@@ -291,7 +339,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"(measured {measured:.2%}; looprt's own time, hot, {isolated:.2%})"
     )
     report = {
-        "config": {"rounds": args.rounds, "seed": args.seed, "sizes": SIZES, "batch": BATCH},
+        "config": {"rounds": args.rounds, "seed": args.seed, "sizes": SIZES, "batch": args.batch},
         "versions": {
             "python": sys.version.split()[0],
             "torch": torch.__version__,

@@ -184,3 +184,44 @@ def test_all_quick_run_prints_one_table(tmp_path: Path) -> None:
         assert isinstance(overhead["targets"][peer]["met"], bool) == installed
     assert report["summary"][-1]["benchmark"] == ("torch" if HAS_TORCH else "memory")
     assert "targets missed:" in result.stdout
+
+
+# --- bench_torch's options, bench_cuda ----------------------------------------------------------
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="needs PyTorch")
+def test_torch_fused_experiment_and_batch_option(tmp_path: Path) -> None:
+    out = tmp_path / "torch.json"
+    result = _run("bench_torch.py", "--quick", "--fused", "--batch", "16", "--json", str(out), tmp_path=tmp_path)
+    report = _report(result, out)
+    assert report["config"]["batch"] == 16
+    assert [row["variant"] for row in report["rows"]][-2:] == [
+        "MonitoredTrainingSession", "fused idle run (experiment)"
+    ]
+    # The verdict is about the monitored session, not the experiment listed after it.
+    monitored = report["rows"][-2]
+    assert report["target"]["measured"] == monitored["overhead_ratio"]
+    assert "batch 16" in result.stdout
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="needs PyTorch")
+def test_cuda_benchmark_runs_its_timing_on_the_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "cuda.json"
+    result = _run("bench_cuda.py", "--quick", "--device", "cpu", "--json", str(out), tmp_path=tmp_path)
+    report = _report(result, out)
+    assert [model["model"] for model in report["models"]] == ["small", "large"]
+    for model in report["models"]:
+        assert [row["variant"] for row in model["rows"]] == [
+            "bare", "bare, again (A/A control)", "raw session", "MonitoredTrainingSession"
+        ]
+        assert "syncs" not in model  # counting synchronisations needs CUDA
+    assert result.stdout.count("target: MonitoredTrainingSession within 1% of the step") == 2
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="needs PyTorch")
+def test_cuda_benchmark_without_a_device_measures_nothing(tmp_path: Path) -> None:
+    result = _run("bench_cuda.py", "--quick", "--models", "small,huge", "--device", "cpu", tmp_path=tmp_path)
+    assert result.returncode == 2 and "unknown models: ['huge']" in result.stderr
+    if not __import__("torch").cuda.is_available():
+        result = _run("bench_cuda.py", "--quick", tmp_path=tmp_path)
+        assert result.returncode == 0 and "no CUDA device; nothing measured" in result.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -47,3 +48,71 @@ def test_steps_that_fetch_nothing_make_no_device_to_host_sync(tmp_path: Path) ->
         finally:
             torch.cuda.set_sync_debug_mode(0)
         assert sess.run(step.program.global_step) == 7
+
+
+def amp_program() -> Any:
+    """Mixed precision (float16 autocast, a gradient scaler that grows every 3 steps), dropout
+    drawn from CUDA's generator, Adam, and batches shuffled by a CPU loader into pinned memory."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(64, 4)
+    ).cuda()
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    scaler = torch.amp.GradScaler("cuda", init_scale=2.0**8, growth_interval=3)
+    data = torch.Generator().manual_seed(1)
+    dataset = torch.utils.data.TensorDataset(
+        torch.randn(256, 32, generator=data), torch.randint(0, 4, (256,), generator=data)
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(2), pin_memory=True
+    )
+
+    def train_step(batch: Any) -> dict[str, Any]:
+        x, y = batch
+        assert x.is_cuda and y.is_cuda
+        with torch.autocast("cuda", dtype=torch.float16):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        return {"loss": loss, "scale": scaler.get_scale()}
+
+    return looprt.wrap(
+        train_step,
+        state={"model": model, "opt": opt, "scaler": scaler},
+        inputs=loader,
+        backend=TorchBackend(device="cuda"),
+    )
+
+
+def amp_train(directory: Path, last_step: int, interrupt_at: int | None = None) -> list[tuple[float, float]]:
+    step = amp_program()
+    seen: list[tuple[float, float]] = []
+    with looprt.MonitoredTrainingSession(
+        checkpoint_dir=str(directory),
+        scaffold=looprt.Scaffold(program=step.program),
+        hooks=[looprt.StopAtStepHook(last_step=last_step)],
+        save_checkpoint_steps=4,
+        log_step_count_steps=None,
+    ) as sess:
+        while not sess.should_stop():
+            out = sess.run({"loss": step.loss, "scale": step.scale, "step": step.program.global_step})
+            assert type(out["loss"]) is np.float32  # a host value (autocast computes the loss in float32)
+            seen.append((float(out["loss"]), float(out["scale"])))
+            if out["step"] + 1 == interrupt_at:
+                raise KeyboardInterrupt
+    return seen
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_mixed_precision_training_on_cuda_resumes_bit_for_bit(tmp_path: Path) -> None:
+    full = amp_train(tmp_path / "full", 14)
+    assert len({loss for loss, _ in full}) > 10
+    assert full[-1][1] > full[0][1]  # the scaler grew: its state matters to the resumed run
+    with pytest.raises(KeyboardInterrupt):
+        amp_train(tmp_path / "run", 14, interrupt_at=10)  # mid-epoch: 16 batches an epoch
+    assert looprt.latest_checkpoint(str(tmp_path / "run")).endswith("model.ckpt-8")  # type: ignore[union-attr]
+    torch.manual_seed(123)  # the process-wide CPU and CUDA generators move on
+    torch.rand(5, device="cuda")
+    assert amp_train(tmp_path / "run", 14) == full[8:]
