@@ -145,8 +145,8 @@ def run(steps: int, every: int, traced: bool) -> dict[str, Any]:
                 save_summaries_steps=FETCH_EVERY,
                 log_step_count_steps=FETCH_EVERY,
             ) as sess:
-                # Creating the session imported the summary writer (tensorboardX, which imports
-                # torch when it is installed): the baseline the run is measured against.
+                # Creating the session opened the summary writer and the checkpoint
+                # directory: the baseline the run is measured against.
                 start = sample(0, checkpoint_dir, traced)
                 loss = step.loss
                 done = 0

@@ -1,7 +1,7 @@
 """What a user installs: one version, a wheel that works in a clean environment, a quiet library.
 
 The wheel check (slow: it builds, makes a virtual environment and installs
-NumPy, tensorboardX and tqdm into it) is what ``nox -s package`` runs. Set
+NumPy and tqdm into it) is what ``nox -s package`` runs. Set
 ``LOOPRT_WHEELHOUSE`` to a folder of wheels to install the dependencies from
 it with no index; otherwise they come from the package index (through pip's
 cache).

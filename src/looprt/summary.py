@@ -1,23 +1,22 @@
-"""TensorBoard event files: ``SummaryWriter`` and ``SummaryWriterCache``.
+"""TensorBoard summaries: ``SummaryWriter`` and ``SummaryWriterCache``.
 
-Events are encoded with tensorboardX's protos and record writer (imported on
-first use, so ``import looprt`` stays light) and written synchronously: once
-``flush()`` returns, everything added so far is on disk and readable by
-TensorBoard while the writer stays open. (tensorboardX's own ``FileWriter``
-queues events to a thread, and its ``flush()`` does not wait for the queue.)
-Pending writes also reach the disk every ``flush_secs`` seconds, on
-``close()``, and at interpreter exit.
+Events are encoded and framed by ``looprt.event_file`` (no framework, no
+protobuf library: writing summaries imports neither) and written
+synchronously: once ``flush()`` returns, everything added so far is in the
+file and readable by TensorBoard while the writer stays open. Pending
+writes also reach the file every ``flush_secs`` seconds, on ``close()``, and
+at interpreter exit.
 
 ``add_summary`` takes what a summary op produces: a serialized ``Summary``
-proto (TF graph mode), a ``Summary`` proto object, or, for looprt programs, a
-``{tag: value}`` dict whose one-element values are written as scalars and
-larger arrays as histograms. ``SummaryWriterCache.get(logdir)`` gives one
-shared writer per directory, as TF's ``FileWriterCache`` does.
+proto (TF graph mode), a ``Summary`` proto object (TF's, TensorBoard's,
+tensorboardX's), or, for looprt programs, a ``{tag: value}`` dict whose
+one-element values are written as scalars and larger arrays as histograms.
+``SummaryWriterCache.get(logdir)`` gives one shared writer per directory, as
+TF's ``FileWriterCache`` does.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import os
@@ -29,22 +28,14 @@ from typing import Any
 
 import numpy as np
 
+from looprt import event_file
+
 __all__ = ["SummaryWriter", "SummaryWriterCache"]
 
 logger = logging.getLogger("looprt")
 
 _file_ids = itertools.count()
-
-
-@functools.cache
-def _histogram_bins() -> list[float]:
-    """TensorBoard's default bucket edges: +-1e-12 growing by 10% up to 1e20, and 0."""
-    edges: list[float] = []
-    edge = 1e-12
-    while edge < 1e20:
-        edges.append(edge)
-        edge *= 1.1
-    return [-e for e in reversed(edges)] + [0.0] + edges
+_SERIALIZED = (bytes, bytearray, memoryview)
 
 
 def _as_array(value: Any) -> np.ndarray[Any, Any]:
@@ -57,6 +48,18 @@ def _as_array(value: Any) -> np.ndarray[Any, Any]:
     if array.dtype.kind not in "biuf":
         raise TypeError(f"a summary value must be numeric, got {type(value).__name__} of dtype {array.dtype}")
     return array
+
+
+def _serialized(message: Any, what: str) -> bytes:
+    """The bytes of a serialized ``what`` message, or of a protobuf object's serialization."""
+    if isinstance(message, _SERIALIZED):
+        data = bytes(message)
+        event_file.check_message(data)
+        return data
+    serialize = getattr(message, "SerializeToString", None)
+    if callable(serialize):
+        return bytes(serialize())
+    raise TypeError(f"expected a serialized {what} or a {what} proto, got {type(message).__name__}")
 
 
 class SummaryWriter:
@@ -84,21 +87,17 @@ class SummaryWriter:
         self._filename_suffix = filename_suffix
         self._clock = clock
         self._lock = threading.RLock()
-        self._events: Any = None
+        self._file: event_file.EventFile | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._last_flush = 0.0
         self._open()
 
     def _open(self) -> None:
-        from tensorboardX.event_file_writer import EventsWriter
-        from tensorboardX.record_writer import directory_check
-
-        directory_check(self._logdir)
         # pid and a per-process counter keep two writers of one directory (in one
-        # second) from truncating each other's file.
+        # second) from writing one file.
         suffix = f".{os.getpid()}.{next(_file_ids)}{self._filename_suffix}"
-        self._events = EventsWriter(os.path.join(self._logdir, "events"), suffix)
-        self._finalizer = weakref.finalize(self, self._events.close)
+        self._file = event_file.EventFile(self._logdir, suffix)
+        self._finalizer = weakref.finalize(self, self._file.close)
         self._last_flush = self._clock()
 
     @property
@@ -112,41 +111,39 @@ class SummaryWriter:
 
     @property
     def closed(self) -> bool:
-        return self._events is None
+        return self._file is None
 
     @property
     def file_name(self) -> str | None:
         """The path of the current event file (None once closed)."""
-        return None if self._events is None else str(self._events._file_name)
+        return None if self._file is None else self._file.path
 
     def add_event(self, event: Any, step: Any = None, walltime: float | None = None) -> None:
-        """Write a tensorboardX ``Event`` proto, stamping its step and wall time."""
+        """Write an ``Event`` (serialized, or any library's proto), stamped with ``step`` and the time."""
+        data = _serialized(event, "Event")
         with self._lock:
-            if self._events is None:
+            if self._file is None:
                 logger.warning(
                     "Attempting to use a closed SummaryWriter (%s). The operation will be a "
                     "noop unless the SummaryWriter is explicitly reopened.",
                     self._logdir,
                 )
                 return
-            event.wall_time = time.time() if walltime is None else walltime
-            if step is not None:
-                event.step = int(step)
-            self._events.write_event(event)
+            stamp = time.time() if walltime is None else walltime
+            self._file.write(
+                event_file.event(base=data, wall_time=stamp, step=None if step is None else int(step))
+            )
             if self._clock() - self._last_flush >= self._flush_secs:
                 self.flush()
 
     def add_scalar(self, tag: str, value: Any, step: Any = None, walltime: float | None = None) -> None:
         """Write one scalar (anything with exactly one number) under ``tag``."""
-        from tensorboardX.proto.summary_pb2 import Summary
-
-        self._add_proto(Summary(value=[self._scalar_value(tag, _as_array(value))]), step, walltime)
+        self._add_summary(event_file.summary([self._scalar_value(tag, _as_array(value))]), step, walltime)
 
     def add_histogram(self, tag: str, values: Any, step: Any = None, walltime: float | None = None) -> None:
         """Write a histogram of ``values`` (any shape, at least one element) under ``tag``."""
-        from tensorboardX.proto.summary_pb2 import Summary
-
-        self._add_proto(Summary(value=[self._histogram_value(tag, _as_array(values))]), step, walltime)
+        value = event_file.histogram_value(tag, _as_array(values))
+        self._add_summary(event_file.summary([value]), step, walltime)
 
     def add_summary(self, summary: Any, step: Any = None, walltime: float | None = None) -> None:
         """Write what a summary op gave: serialized ``Summary`` bytes, a proto, or ``{tag: value}``.
@@ -155,34 +152,35 @@ class SummaryWriter:
         histograms, and bytes are serialized ``Summary`` protos (whose own tags
         are kept); all go into one event.
         """
-        self._add_proto(self._to_proto(summary), step, walltime)
+        self._add_summary(self._encode(summary), step, walltime)
 
     def add_session_log_start(self, step: Any = None, walltime: float | None = None) -> None:
         """Write a ``SessionLog`` START: TensorBoard drops older events at this step or later."""
-        self._add_session_log("START", "", step, walltime)
+        self.add_event(event_file.event(session_log=event_file.session_log("START")), step, walltime)
 
     def add_session_log_checkpoint(self, path: str, step: Any = None, walltime: float | None = None) -> None:
         """Write a ``SessionLog`` CHECKPOINT naming the checkpoint saved at ``step``."""
-        self._add_session_log("CHECKPOINT", os.fspath(path), step, walltime)
+        log = event_file.session_log("CHECKPOINT", os.fspath(path))
+        self.add_event(event_file.event(session_log=log), step, walltime)
 
     def flush(self) -> None:
-        """Put everything written so far on disk."""
+        """Put everything written so far in the file."""
         with self._lock:
-            if self._events is not None:
-                self._events.flush()
+            if self._file is not None:
+                self._file.flush()
                 self._last_flush = self._clock()
 
     def close(self) -> None:
         """Flush and close the event file. Idempotent."""
         with self._lock:
-            if self._events is not None and self._finalizer is not None:
+            if self._file is not None and self._finalizer is not None:
                 self._finalizer()
-            self._events = self._finalizer = None
+            self._file = self._finalizer = None
 
     def reopen(self) -> None:
         """After ``close()``, continue in a new event file; otherwise do nothing."""
         with self._lock:
-            if self._events is None:
+            if self._file is None:
                 self._open()
 
     def __enter__(self) -> SummaryWriter:
@@ -196,60 +194,35 @@ class SummaryWriter:
 
     # -- encoding --------------------------------------------------------------
 
-    def _add_session_log(self, status: str, path: str, step: Any, walltime: float | None) -> None:
-        from tensorboardX.proto.event_pb2 import Event, SessionLog
+    def _add_summary(self, summary: bytes, step: Any, walltime: float | None) -> None:
+        self.add_event(event_file.event(summary=summary), step, walltime)
 
-        log = SessionLog(status=getattr(SessionLog, status), checkpoint_path=path)
-        self.add_event(Event(session_log=log), step, walltime)
-
-    def _add_proto(self, summary: Any, step: Any, walltime: float | None) -> None:
-        from tensorboardX.proto.event_pb2 import Event
-
-        self.add_event(Event(summary=summary), step, walltime)
-
-    def _to_proto(self, summary: Any) -> Any:
-        from tensorboardX.proto.summary_pb2 import Summary
-
-        if isinstance(summary, Summary):
-            return summary
-        if isinstance(summary, (bytes, bytearray, memoryview)):
-            return Summary.FromString(bytes(summary))
+    def _encode(self, summary: Any) -> bytes:
+        """A serialized ``Summary`` of what ``add_summary`` takes."""
         if isinstance(summary, Mapping):
-            proto = Summary()
+            parts = []
             for tag, value in summary.items():
-                if isinstance(value, (bytes, bytearray, memoryview)):
-                    proto.MergeFrom(Summary.FromString(bytes(value)))
+                if isinstance(value, _SERIALIZED):  # a serialized Summary: its values join this one
+                    parts.append(_serialized(value, "Summary"))
                     continue
                 array = _as_array(value)
                 if array.size == 1:
-                    proto.value.append(self._scalar_value(str(tag), array))
+                    parts.append(event_file.summary([self._scalar_value(str(tag), array)]))
                 else:
-                    proto.value.append(self._histogram_value(str(tag), array))
-            return proto
-        serialize = getattr(summary, "SerializeToString", None)
-        if callable(serialize):  # another library's Summary proto (TF's)
-            return Summary.FromString(serialize())
+                    parts.append(event_file.summary([event_file.histogram_value(str(tag), array)]))
+            return b"".join(parts)
+        if isinstance(summary, _SERIALIZED) or callable(getattr(summary, "SerializeToString", None)):
+            return _serialized(summary, "Summary")
         raise TypeError(
             f"add_summary takes serialized Summary bytes, a Summary proto or a {{tag: value}} "
             f"dict, got {type(summary).__name__}"
         )
 
     @staticmethod
-    def _scalar_value(tag: str, array: np.ndarray[Any, Any]) -> Any:
-        from tensorboardX.proto.summary_pb2 import Summary
-
+    def _scalar_value(tag: str, array: np.ndarray[Any, Any]) -> bytes:
         if array.size != 1:
             raise ValueError(f"scalar summary {tag!r} must have one element, got shape {array.shape}")
-        return Summary.Value(tag=tag, simple_value=float(array.reshape(())))
-
-    @staticmethod
-    def _histogram_value(tag: str, array: np.ndarray[Any, Any]) -> Any:
-        from tensorboardX.proto.summary_pb2 import Summary
-        from tensorboardX.summary import make_histogram
-
-        if array.size == 0:
-            raise ValueError(f"histogram summary {tag!r} has no element")
-        return Summary.Value(tag=tag, histo=make_histogram(array.astype(float), _histogram_bins()))
+        return event_file.scalar_value(tag, float(array.reshape(())))
 
 
 class SummaryWriterCache:

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 import looprt.hooks.checkpoint_saver
 import looprt.hooks.logging_tensor
+from looprt import event_file
 from looprt.backends.tensorflow.graph_saver import GraphSaver
 from looprt.summary import SummaryWriterCache
 
@@ -83,9 +84,7 @@ class CheckpointSaverHook(looprt.hooks.checkpoint_saver.CheckpointSaverHook):
 
 
 def _add_graph_event(writer: Any, graph_def: Any) -> None:
-    from tensorboardX.proto.event_pb2 import Event
-
-    writer.add_event(Event(graph_def=graph_def.SerializeToString()))
+    writer.add_event(event_file.event(graph_def=graph_def.SerializeToString()))
 
 
 def _as_graph_element(obj: Any) -> Any:

@@ -1,0 +1,268 @@
+"""TensorBoard event files, written without a framework or a protobuf library.
+
+An event file is a sequence of TFRecords (a little-endian uint64 length, its
+masked CRC-32C, the data, the data's masked CRC-32C), each holding one
+serialized ``Event`` protocol buffer; the first event names the file
+version. This module encodes the few messages a summary writer needs
+(``Event``, ``Summary`` with scalar and histogram values, ``SessionLog``)
+straight into protobuf's wire format, and writes records to a file.
+
+Messages serialized elsewhere (a TF summary op's bytes, a TF or TensorBoard
+``Summary`` proto) are embedded as they are: a message field holds its
+bytes, and appending fields to a serialized message merges them into it (a
+repeated field gains entries, a singular scalar field takes the last value),
+which is how ``event`` stamps a foreign event with its step and time.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import struct
+import time
+from collections.abc import Iterable
+from typing import Any, BinaryIO
+
+import numpy as np
+
+__all__ = [
+    "FILE_VERSION",
+    "SESSION_LOG_STATUS",
+    "EventFile",
+    "check_message",
+    "crc32c",
+    "default_edges",
+    "event",
+    "histogram_value",
+    "record",
+    "scalar_value",
+    "session_log",
+    "summary",
+]
+
+FILE_VERSION = "brain.Event:2"
+SESSION_LOG_STATUS = {"STATUS_UNSPECIFIED": 0, "START": 1, "STOP": 2, "CHECKPOINT": 3}
+
+# Wire types.
+_VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
+_UINT64 = (1 << 64) - 1
+_DBL_MAX = float(np.finfo(np.float64).max)
+
+
+def _crc32c_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1  # Castagnoli, reflected
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes | bytearray | memoryview) -> int:
+    """The CRC-32C (Castagnoli) of ``data``."""
+    crc, table = 0xFFFFFFFF, _CRC32C_TABLE
+    for byte in bytes(data):
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def _masked_crc(data: bytes) -> bytes:
+    crc = crc32c(data)
+    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
+
+
+def record(data: bytes) -> bytes:
+    """``data`` framed as one TFRecord."""
+    length = struct.pack("<Q", len(data))
+    return length + _masked_crc(length) + data + _masked_crc(data)
+
+
+# --- protobuf's wire format ----------------------------------------------------------------------
+
+
+def _varint(value: int) -> bytes:
+    value &= _UINT64  # negative integers: two's complement in ten bytes, as int64 fields are
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _key(field: int, wire_type: int) -> bytes:
+    return _varint(field << 3 | wire_type)
+
+
+def _int64_field(field: int, value: int) -> bytes:
+    return _key(field, _VARINT) + _varint(value)
+
+
+def _double_field(field: int, value: float) -> bytes:
+    return _key(field, _FIXED64) + struct.pack("<d", value)
+
+
+def _float_field(field: int, value: float) -> bytes:
+    return _key(field, _FIXED32) + struct.pack("<f", value)
+
+
+def _bytes_field(field: int, value: bytes) -> bytes:
+    return _key(field, _BYTES) + _varint(len(value)) + value
+
+
+def check_message(data: bytes) -> None:
+    """Raise ``ValueError`` unless ``data`` parses as a sequence of protobuf fields (top level only)."""
+    position, end = 0, len(data)
+
+    def varint() -> int:
+        nonlocal position
+        value = shift = 0
+        while True:
+            if position >= end or shift > 63:
+                raise ValueError("not a serialized protocol buffer: a truncated or overlong varint")
+            byte = data[position]
+            position += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+
+    while position < end:
+        key = varint()
+        field, wire_type = key >> 3, key & 7
+        if field == 0 or wire_type not in (_VARINT, _FIXED64, _BYTES, _FIXED32):
+            raise ValueError(f"not a serialized protocol buffer: field {field}, wire type {wire_type}")
+        if wire_type == _VARINT:
+            varint()
+        else:
+            size = {_FIXED64: 8, _FIXED32: 4}.get(wire_type) or varint()
+            position += size
+        if position > end:
+            raise ValueError("not a serialized protocol buffer: a field runs past the end")
+
+
+# --- messages ------------------------------------------------------------------------------------
+
+
+def scalar_value(tag: str, value: float) -> bytes:
+    """A ``Summary.Value`` holding ``value`` as a float32 ``simple_value``."""
+    return _bytes_field(1, tag.encode()) + _float_field(2, value)
+
+
+@functools.cache
+def default_edges() -> tuple[float, ...]:
+    """TensorBoard's default bucket edges: +-1e-12 growing by 10% up to 1e20, and 0."""
+    edges: list[float] = []
+    edge = 1e-12
+    while edge < 1e20:
+        edges.append(edge)
+        edge *= 1.1
+    return (*(-e for e in reversed(edges)), 0.0, *edges)
+
+
+def histogram_value(tag: str, values: Any, edges: Iterable[float] | None = None) -> bytes:
+    """A ``Summary.Value`` holding a ``HistogramProto`` of ``values`` over the bucket ``edges``.
+
+    ``edges`` default to ``default_edges()``. As TensorBoard expects: only
+    the buckets from the first to the last non-empty one, each given by its
+    right edge, with one empty bucket on the left so that the leftmost edge
+    is shown too. Values beyond the outermost
+    edges are counted in two outer buckets that end at the largest doubles.
+    """
+    flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    if flat.size == 0:
+        raise ValueError(f"histogram summary {tag!r} has no element")
+    limits = np.array([-_DBL_MAX, *(default_edges() if edges is None else edges), _DBL_MAX])
+    counts, _ = np.histogram(flat, bins=limits)
+    filled = np.flatnonzero(counts)
+    if filled.size == 0:
+        raise ValueError(f"histogram summary {tag!r} has no finite value")
+    start, stop = int(filled[0]), int(filled[-1]) + 1
+    counts = counts[start - 1 : stop] if start > 0 else np.concatenate([[0], counts[:stop]])
+    limits = limits[start : stop + 1]
+    histogram = b"".join(
+        [
+            _double_field(1, float(flat.min())),
+            _double_field(2, float(flat.max())),
+            _double_field(3, float(flat.size)),
+            _double_field(4, float(flat.sum())),
+            _double_field(5, float(flat.dot(flat))),
+            _bytes_field(6, limits.astype("<f8").tobytes()),  # packed repeated doubles
+            _bytes_field(7, counts.astype("<f8").tobytes()),
+        ]
+    )
+    return _bytes_field(1, tag.encode()) + _bytes_field(5, histogram)
+
+
+def summary(values: Iterable[bytes]) -> bytes:
+    """A ``Summary`` of serialized ``Summary.Value`` messages."""
+    return b"".join(_bytes_field(1, value) for value in values)
+
+
+def session_log(status: str, checkpoint_path: str = "") -> bytes:
+    """A ``SessionLog`` with ``status`` (a name of ``SESSION_LOG_STATUS``) and a checkpoint path."""
+    out = _int64_field(1, SESSION_LOG_STATUS[status])
+    return out + _bytes_field(2, checkpoint_path.encode()) if checkpoint_path else out
+
+
+def event(
+    *,
+    wall_time: float | None = None,
+    step: int | None = None,
+    file_version: str | None = None,
+    graph_def: bytes | None = None,
+    summary: bytes | None = None,
+    session_log: bytes | None = None,
+    base: bytes = b"",
+) -> bytes:
+    """A serialized ``Event``: ``base`` (a serialized event, or nothing) with the given fields set."""
+    parts = [base]
+    if wall_time is not None:
+        parts.append(_double_field(1, wall_time))
+    if step is not None:
+        parts.append(_int64_field(2, step))
+    if file_version is not None:
+        parts.append(_bytes_field(3, file_version.encode()))
+    if graph_def is not None:
+        parts.append(_bytes_field(4, graph_def))
+    if summary is not None:
+        parts.append(_bytes_field(5, summary))
+    if session_log is not None:
+        parts.append(_bytes_field(7, session_log))
+    return b"".join(parts)
+
+
+class EventFile:
+    """A new event file in ``logdir`` (created if needed), opened for appending records.
+
+    Its name is ``events.out.tfevents.<seconds>.<host><suffix>``, as
+    TensorBoard looks for; it is created exclusively, so a file of another
+    writer is never truncated. The file-version event is written first.
+    """
+
+    def __init__(self, logdir: str, suffix: str = "") -> None:
+        if "://" in logdir:
+            raise ValueError(f"event files are written to local directories only, got {logdir!r}")
+        os.makedirs(logdir, exist_ok=True)
+        now = time.time()
+        name = f"events.out.tfevents.{int(now):010d}.{socket.gethostname()}{suffix}"
+        self.path = os.path.join(logdir, name)
+        self._file: BinaryIO = open(self.path, "xb")  # noqa: SIM115 - closed by close()
+        self.write(event(wall_time=now, file_version=FILE_VERSION))
+
+    def write(self, serialized_event: bytes) -> None:
+        """Append one serialized ``Event``."""
+        self._file.write(record(serialized_event))
+
+    def flush(self) -> None:
+        """Hand everything written so far to the operating system (readable from now on)."""
+        self._file.flush()
+
+    def close(self) -> None:
+        """Flush and close. Idempotent."""
+        self._file.close()
