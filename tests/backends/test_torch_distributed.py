@@ -145,7 +145,7 @@ def scenario_plain_entry(directory: str) -> None:
     train(directory, [StopHereHook(3)] if rank == 1 else [], entry=looprt.MonitoredTrainingSession)
 
 
-def losses_to(directory: str, last_step: int) -> list[float]:
+def losses_to(directory: str, last_step: int, save_every: int = 2) -> list[float]:
     """Train (with dropout: each rank draws its own masks) until ``last_step``; the losses."""
     step = build(seed=torch.distributed.get_rank(), dropout=0.5)
     losses = []
@@ -153,7 +153,7 @@ def losses_to(directory: str, last_step: int) -> list[float]:
         checkpoint_dir=directory,
         scaffold=looprt.Scaffold(program=step.program),
         hooks=[looprt.StopAtStepHook(last_step=last_step)],
-        save_checkpoint_steps=2,
+        save_checkpoint_steps=save_every,
         log_step_count_steps=None,
     ) as sess:
         while not sess.should_stop():
@@ -166,6 +166,13 @@ def scenario_rng_resume(directory: str) -> None:
     losses_to(directory, 2)  # a checkpoint at step 2, saved after the run
     # build() seeds every rank again, as a restarted process would; the restore must undo it.
     resumed = losses_to(directory, 4)
+    report("rng", reference=reference, resumed=resumed)
+
+
+def scenario_rng_resume_from_end(directory: str) -> None:
+    reference = losses_to(f"{directory}-reference", 5, save_every=100)
+    losses_to(directory, 3, save_every=100)  # step 3's checkpoint is the one saved in end()
+    resumed = losses_to(directory, 5, save_every=100)
     report("rng", reference=reference, resumed=resumed)
 
 
@@ -246,6 +253,16 @@ def test_a_resumed_job_restores_every_ranks_random_generators(tmp_path: Path) ->
         # Steps 3 and 4 again, bit for bit: the worker's dropout masks too (and through the
         # averaged gradients, the chief's losses depend on them).
         assert record["resumed"] == record["reference"][2:]
+
+
+def test_the_checkpoint_saved_when_the_ranks_stop_holds_every_ranks_generators(tmp_path: Path) -> None:
+    lines = torchrun("rng_resume_from_end", tmp_path)
+    for rank in (0, 1):
+        [record] = events(lines, rank, "rng")
+        assert len(record["reference"]) == 5
+        assert record["resumed"] == record["reference"][3:]
+    saved = sorted(path.name for path in tmp_path.glob("model.ckpt-*"))
+    assert "model.ckpt-3" in saved and "model.ckpt-2" not in saved
 
 
 @pytest.mark.slow  # two generations of processes: 10-20 s

@@ -181,15 +181,18 @@ class _SaveWindow:
     (``GatherWindowHook``) until ``StopSyncHook.after_run`` ends; closed
     everywhere else (session creation, ``end``). ``early`` says that a save
     in this window already made the step's first collective and gathered
-    ``rng_ranks``.
+    ``rng_ranks``. ``at_stop``: every rank's states as they were when the
+    ranks agreed to stop, for the save in ``end`` (kept until the next
+    session is created).
     """
 
-    __slots__ = ("open", "early", "rng_ranks")
+    __slots__ = ("open", "early", "rng_ranks", "at_stop")
 
     def __init__(self) -> None:
         self.open = False
         self.early = False
         self.rng_ranks: dict[int, Any] | None = None
+        self.at_stop: dict[int, Any] | None = None
 
     def close(self) -> None:
         self.open = self.early = False
@@ -213,20 +216,25 @@ def _collective(doing: str, call: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def close_save_window() -> None:
-    """Close the window of ``gather_rng_states`` (a session is being created)."""
+    """Close the window of ``gather_rng_states`` and forget the stop's states (a session is being created)."""
     _window.close()
+    _window.at_stop = None
 
 
 def gather_rng_states() -> dict[int, Any] | None:
-    """On the chief, while saving after a run: every rank's generator states, by rank.
+    """On the chief, while saving: every rank's generator states, by rank.
 
-    None outside a distributed job, on a worker, or outside the window in
-    which the workers can answer (a save at session creation or in ``end``).
-    The chief's save makes the step's first collective, with its "saving"
-    flag set, which the workers' ``StopSyncHook`` answers with their states.
+    After a run, the chief's save makes the step's first collective, with
+    its "saving" flag set, which the workers' ``StopSyncHook`` answers with
+    their states. In ``end``, after the ranks agreed to stop, the states are
+    those every rank sent then. None outside a distributed job, on a worker,
+    and for a save at session creation or in an ``end`` that no agreed stop
+    came before (the session ended with its input exhausted, say).
     """
-    if not _window.open or not is_distributed() or not is_chief():
+    if not is_distributed() or not is_chief():
         return None
+    if not _window.open:
+        return _window.at_stop
     if not _window.early:
         group = _control_group()
         flag = torch.tensor([0, 1], dtype=torch.int64)
@@ -263,7 +271,9 @@ class StopSyncHook(SessionRunHook):
 
     The same collective tells the workers when the chief saved a checkpoint
     after this run (``gather_rng_states``): they then send the chief their
-    random generator states, and the ranks agree on stopping once more.
+    random generator states, and the ranks agree on stopping once more. When
+    the ranks agree to stop, every rank sends the chief its states once more,
+    for the checkpoint saved in ``end``.
     """
 
     def __init__(self) -> None:
@@ -274,7 +284,7 @@ class StopSyncHook(SessionRunHook):
         self._active = False
 
     def after_create_session(self, session: Any, coord: Any) -> None:
-        _window.close()
+        close_save_window()
         self._coord = coord
         self._active = is_distributed()
         if self._active:
@@ -303,6 +313,13 @@ class StopSyncHook(SessionRunHook):
         finally:
             _window.close()
         if stop:
+            # Every rank knows the stop was agreed, so every rank joins this last gather.
+            chief = is_chief()
+            states: list[Any] | None = [None] * dist.get_world_size() if chief else None
+            _collective("sending the random generator states to the chief at the stop", dist.gather_object,
+                        rng.capture(), states, dst=CHIEF_RANK, group=self._group)
+            if states is not None:
+                _window.at_stop = dict(enumerate(states))
             run_context.request_stop()
 
     def _agree(self, stop: int) -> int:
