@@ -131,11 +131,49 @@ def test_serialized_summaries_concatenate_into_one() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"text", b"\x08", b"\x0a\x05ab", b"\x00\x01", b"\x0b", b"\xff" * 11],
+    [b"text", b"\x08", b"\x0a\x05ab", b"\x00\x01", b"\x0b", b"\xff" * 11, b"\x80\x80\x80\x80\x10\x00"],
 )
 def test_check_message_rejects_what_is_not_a_message(data: bytes) -> None:
     with pytest.raises(ValueError, match="not a serialized protocol buffer"):
         event_file.check_message(data)
+
+
+def test_check_message_looks_into_a_summarys_values() -> None:
+    bad_tag = event_file.summary([b"\x0a\x02\xff\xfe"])  # a Value whose tag is not UTF-8
+    with pytest.raises(ValueError, match="field 1 is not UTF-8"):
+        event_file.check_message(bad_tag, "Summary")
+    truncated = event_file.summary([b"\x2a\x05\x09"])  # a Value whose histo runs past its end
+    with pytest.raises(ValueError, match="not a serialized protocol buffer"):
+        event_file.check_message(truncated, "Summary")
+    with pytest.raises(ValueError):
+        event_file.check_message(event_file.event(summary=truncated), "Event")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(data=st.binary(max_size=24) | st.lists(st.sampled_from(
+    [b"\x0a", b"\x12", b"\x2a", b"\x4a", b"\x0a\x02", b"\x09", b"\x15", b"\x08", b"\x01", b"\xff", b"\x80", b"\x00"]
+)).map(b"".join))
+def test_what_check_message_accepts_protobuf_parses(data: bytes) -> None:
+    for message, parse_as in (("Summary", Summary), ("Event", Event)):
+        try:
+            event_file.check_message(data, message)
+        except ValueError:
+            continue
+        parse_as.FromString(data)  # must not raise
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    tags=st.lists(st.text(max_size=8)),
+    values=st.lists(st.floats(width=32)),
+    step=INT64,
+)
+def test_check_message_accepts_what_protobuf_writes(tags: list[str], values: list[float], step: int) -> None:
+    proto = Summary(value=[Summary.Value(tag=t, simple_value=v) for t, v in zip(tags, values)])
+    proto.value.add(tag="h").histo.bucket.extend(values)
+    proto.value.add(tag="m").metadata.plugin_data.plugin_name = "scalars"
+    event_file.check_message(proto.SerializeToString(), "Summary")
+    event_file.check_message(Event(step=step, summary=proto).SerializeToString(), "Event")
 
 
 # --------------------------------------------------------------------------- histograms
@@ -180,9 +218,10 @@ def test_histogram_buckets_are_tfs(values: np.ndarray[Any, Any]) -> None:
     session, x, op = _tf_histogram(tf)
     serialized = session.run(op, {x: values})
     (tf_value,) = Summary.FromString(serialized).value
-    ours = histogram(values)
-    assert counts_by_right_edge(ours) == counts_by_right_edge(tf_value.histo)
-    assert (ours.min, ours.max, ours.num) == (tf_value.histo.min, tf_value.histo.max, tf_value.histo.num)
+    ours, theirs = histogram(values), tf_value.histo
+    assert (list(ours.bucket_limit), list(ours.bucket)) == (list(theirs.bucket_limit), list(theirs.bucket))
+    assert (ours.min, ours.max, ours.num) == (theirs.min, theirs.max, theirs.num)
+    assert ours.sum == pytest.approx(theirs.sum, rel=1e-9, abs=1e-300)
 
 
 @functools.cache
@@ -195,8 +234,36 @@ def _tf_histogram(tf: Any) -> tuple[Any, Any, Any]:
     return tf.compat.v1.Session(graph=graph), x, op
 
 
-def test_a_histogram_needs_a_finite_element() -> None:
+def test_a_histogram_needs_an_element_and_counts_what_is_not_finite_at_the_ends() -> None:
     with pytest.raises(ValueError, match="'h' has no element"):
         histogram(np.zeros(0))
-    with pytest.raises(ValueError, match="'h' has no finite value"):
-        histogram(np.array([np.nan, np.inf]))
+    histo = histogram(np.array([np.nan, np.inf, -np.inf, 1.0]))
+    assert histo.num == 4 and sum(histo.bucket) == 4
+    assert (histo.bucket_limit[0], histo.bucket[0]) == (-DBL_MAX, 1)
+    assert (histo.bucket_limit[-1], histo.bucket[-1]) == (DBL_MAX, 2)
+    assert math.isnan(histo.sum) and math.isnan(histo.min)
+
+
+def test_runs_of_empty_buckets_are_written_as_one() -> None:
+    histo = histogram(np.array([-3.0, 2.0, 2.0, 5e30]))
+    assert list(histo.bucket) == [0, 1, 0, 2, 0, 1]  # gaps, each one entry, between the filled buckets
+    assert histo.bucket_limit[-1] == DBL_MAX  # 5e30: beyond the last edge
+
+
+def test_a_scalar_beyond_float32_is_an_infinity_as_protobuf_writes_it() -> None:
+    for value, expected in ((1e39, math.inf), (-1e300, -math.inf), (3.4028235e38, 3.4028234663852886e38)):
+        data = event_file.event(summary=event_file.summary([event_file.scalar_value("x", value)]))
+        assert parse(data).summary.value[0].simple_value == expected
+
+
+@pytest.mark.parametrize("step", [2**63, -(2**63) - 1, 2**64 + 5])
+def test_a_step_beyond_int64_is_refused(step: int) -> None:
+    with pytest.raises(ValueError, match="out of the int64 range"):
+        event_file.event(step=step)
+
+
+def test_event_files_opened_in_one_second_get_their_own_names(tmp_path: Path) -> None:
+    files = [event_file.EventFile(str(tmp_path), suffix) for suffix in ("", "", "1", "11")]
+    for file in files:
+        file.close()
+    assert len({file.path for file in files}) == 4

@@ -17,6 +17,7 @@ which is how ``event`` stamps a foreign event with its step and time.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import socket
 import struct
@@ -48,6 +49,7 @@ SESSION_LOG_STATUS = {"STATUS_UNSPECIFIED": 0, "START": 1, "STOP": 2, "CHECKPOIN
 _VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
 _UINT64 = (1 << 64) - 1
 _DBL_MAX = float(np.finfo(np.float64).max)
+_file_ids = itertools.count()
 
 
 def _crc32c_table() -> tuple[int, ...]:
@@ -100,6 +102,8 @@ def _key(field: int, wire_type: int) -> bytes:
 
 
 def _int64_field(field: int, value: int) -> bytes:
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"{value} is out of the int64 range")
     return _key(field, _VARINT) + _varint(value)
 
 
@@ -108,15 +112,44 @@ def _double_field(field: int, value: float) -> bytes:
 
 
 def _float_field(field: int, value: float) -> bytes:
-    return _key(field, _FIXED32) + struct.pack("<f", value)
+    # Rounded to float32 as a protobuf library does: beyond its range, an infinity.
+    with np.errstate(over="ignore"):
+        return _key(field, _FIXED32) + np.array(value, dtype="<f4").tobytes()
 
 
 def _bytes_field(field: int, value: bytes) -> bytes:
     return _key(field, _BYTES) + _varint(len(value)) + value
 
 
-def check_message(data: bytes) -> None:
-    """Raise ``ValueError`` unless ``data`` parses as a sequence of protobuf fields (top level only)."""
+# What ``check_message`` looks into: per message, the fields that hold a message (by its
+# name here; "message" is one whose fields are not known) or UTF-8 text. Any other field,
+# or one of another wire type (which parsers keep as an unknown field), is checked for
+# its shape only.
+_SCHEMAS: dict[str, dict[int, str]] = {
+    "Event": {3: "text", 5: "Summary", 6: "LogMessage", 7: "SessionLog", 8: "message", 10: "message"},
+    "Summary": {1: "Value"},
+    "Value": {1: "text", 4: "message", 5: "message", 6: "message", 7: "text", 8: "message", 9: "Metadata"},
+    "Metadata": {1: "PluginData", 2: "text", 3: "text"},
+    "PluginData": {1: "text"},
+    "SessionLog": {2: "text", 3: "text"},
+    "LogMessage": {2: "text"},
+    "message": {},
+}
+_MAX_FIELD = (1 << 29) - 1
+
+
+def check_message(data: bytes, message: str = "message") -> None:
+    """Raise ``ValueError`` unless ``data`` parses as a serialized ``message``.
+
+    ``message`` is ``"Event"``, ``"Summary"`` (then the fields that hold
+    messages or text are checked in turn, as a protobuf parser reads them)
+    or ``"message"``: any message, checked for its fields' shapes.
+    """
+    _check(memoryview(bytes(data)), message)
+
+
+def _check(data: memoryview, message: str) -> None:
+    schema = _SCHEMAS[message]
     position, end = 0, len(data)
 
     def varint() -> int:
@@ -135,15 +168,23 @@ def check_message(data: bytes) -> None:
     while position < end:
         key = varint()
         field, wire_type = key >> 3, key & 7
-        if field == 0 or wire_type not in (_VARINT, _FIXED64, _BYTES, _FIXED32):
+        if not 0 < field <= _MAX_FIELD or wire_type not in (_VARINT, _FIXED64, _BYTES, _FIXED32):
             raise ValueError(f"not a serialized protocol buffer: field {field}, wire type {wire_type}")
         if wire_type == _VARINT:
             varint()
-        else:
-            size = {_FIXED64: 8, _FIXED32: 4}.get(wire_type) or varint()
-            position += size
-        if position > end:
+            continue
+        size = {_FIXED64: 8, _FIXED32: 4}.get(wire_type) or varint()
+        if position + size > end:
             raise ValueError("not a serialized protocol buffer: a field runs past the end")
+        kind = schema.get(field) if wire_type == _BYTES else None
+        if kind == "text":
+            try:
+                str(data[position : position + size], "utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"not a serialized {message}: field {field} is not UTF-8 text") from None
+        elif kind is not None:
+            _check(data[position : position + size], kind)
+        position += size
 
 
 # --- messages ------------------------------------------------------------------------------------
@@ -166,34 +207,35 @@ def default_edges() -> tuple[float, ...]:
 
 
 def histogram_value(tag: str, values: Any, edges: Iterable[float] | None = None) -> bytes:
-    """A ``Summary.Value`` holding a ``HistogramProto`` of ``values`` over the bucket ``edges``.
+    """A ``Summary.Value`` holding a ``HistogramProto`` of ``values``, as TF's histogram summary makes it.
 
-    ``edges`` default to ``default_edges()``. As TensorBoard expects: only
-    the buckets from the first to the last non-empty one, each given by its
-    right edge, with one empty bucket on the left so that the leftmost edge
-    is shown too. Values beyond the outermost
-    edges are counted in two outer buckets that end at the largest doubles.
+    The buckets end at ``edges`` (default: ``default_edges()``) and, outside
+    them, at minus and plus the largest double; a value counts in the first
+    bucket whose end is above it. Each run of empty buckets is written as
+    one, ending where the run ends, so the proto holds the non-empty
+    buckets and the gaps between them. Infinities count in the outermost
+    buckets and NaN in the last (TF's summary op refuses both); min, max
+    and sum then carry them.
     """
     flat = np.asarray(values, dtype=np.float64).reshape(-1)
     if flat.size == 0:
         raise ValueError(f"histogram summary {tag!r} has no element")
     limits = np.array([-_DBL_MAX, *(default_edges() if edges is None else edges), _DBL_MAX])
-    counts, _ = np.histogram(flat, bins=limits)
-    filled = np.flatnonzero(counts)
-    if filled.size == 0:
-        raise ValueError(f"histogram summary {tag!r} has no finite value")
-    start, stop = int(filled[0]), int(filled[-1]) + 1
-    counts = counts[start - 1 : stop] if start > 0 else np.concatenate([[0], counts[:stop]])
-    limits = limits[start : stop + 1]
+    index = np.minimum(np.searchsorted(limits, flat, side="right"), limits.size - 1)
+    counts = np.bincount(index, minlength=limits.size).astype(np.float64)
+    filled = counts > 0
+    keep = filled | np.append(filled[1:], True)  # an empty bucket stays only at the end of its run
+    with np.errstate(over="ignore", invalid="ignore"):
+        total, squares = float(flat.sum()), float(flat.dot(flat))
     histogram = b"".join(
         [
             _double_field(1, float(flat.min())),
             _double_field(2, float(flat.max())),
             _double_field(3, float(flat.size)),
-            _double_field(4, float(flat.sum())),
-            _double_field(5, float(flat.dot(flat))),
-            _bytes_field(6, limits.astype("<f8").tobytes()),  # packed repeated doubles
-            _bytes_field(7, counts.astype("<f8").tobytes()),
+            _double_field(4, total),
+            _double_field(5, squares),
+            _bytes_field(6, limits[keep].astype("<f8").tobytes()),  # packed repeated doubles
+            _bytes_field(7, counts[keep].astype("<f8").tobytes()),
         ]
     )
     return _bytes_field(1, tag.encode()) + _bytes_field(5, histogram)
@@ -240,9 +282,10 @@ def event(
 class EventFile:
     """A new event file in ``logdir`` (created if needed), opened for appending records.
 
-    Its name is ``events.out.tfevents.<seconds>.<host><suffix>``, as
-    TensorBoard looks for; it is created exclusively, so a file of another
-    writer is never truncated. The file-version event is written first.
+    Its name is ``events.out.tfevents.<seconds>.<host>.<pid>.<n><suffix>``
+    (``n`` counts the files this process opened), as TensorBoard looks for;
+    it is created exclusively, so a file of another writer is never
+    truncated. The file-version event is written first.
     """
 
     def __init__(self, logdir: str, suffix: str = "") -> None:
@@ -250,7 +293,8 @@ class EventFile:
             raise ValueError(f"event files are written to local directories only, got {logdir!r}")
         os.makedirs(logdir, exist_ok=True)
         now = time.time()
-        name = f"events.out.tfevents.{int(now):010d}.{socket.gethostname()}{suffix}"
+        host, pid, n = socket.gethostname(), os.getpid(), next(_file_ids)
+        name = f"events.out.tfevents.{int(now):010d}.{host}.{pid}.{n}{suffix}"
         self.path = os.path.join(logdir, name)
         self._file: BinaryIO = open(self.path, "xb")  # noqa: SIM115 - closed by close()
         self.write(event(wall_time=now, file_version=FILE_VERSION))

@@ -17,7 +17,6 @@ TF's ``FileWriterCache`` does.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import threading
@@ -34,7 +33,6 @@ __all__ = ["SummaryWriter", "SummaryWriterCache"]
 
 logger = logging.getLogger("looprt")
 
-_file_ids = itertools.count()
 _SERIALIZED = (bytes, bytearray, memoryview)
 
 
@@ -51,10 +49,10 @@ def _as_array(value: Any) -> np.ndarray[Any, Any]:
 
 
 def _serialized(message: Any, what: str) -> bytes:
-    """The bytes of a serialized ``what`` message, or of a protobuf object's serialization."""
+    """The bytes of a serialized ``what`` message (checked), or of a protobuf object's serialization."""
     if isinstance(message, _SERIALIZED):
         data = bytes(message)
-        event_file.check_message(data)
+        event_file.check_message(data, what)
         return data
     serialize = getattr(message, "SerializeToString", None)
     if callable(serialize):
@@ -93,10 +91,7 @@ class SummaryWriter:
         self._open()
 
     def _open(self) -> None:
-        # pid and a per-process counter keep two writers of one directory (in one
-        # second) from writing one file.
-        suffix = f".{os.getpid()}.{next(_file_ids)}{self._filename_suffix}"
-        self._file = event_file.EventFile(self._logdir, suffix)
+        self._file = event_file.EventFile(self._logdir, self._filename_suffix)
         self._finalizer = weakref.finalize(self, self._file.close)
         self._last_flush = self._clock()
 
