@@ -116,3 +116,69 @@ def test_mixed_precision_training_on_cuda_resumes_bit_for_bit(tmp_path: Path) ->
     torch.manual_seed(123)  # the process-wide CPU and CUDA generators move on
     torch.rand(5, device="cuda")
     assert amp_train(tmp_path / "run", 14) == full[8:]
+
+
+def compiled_program() -> Any:
+    """A step whose forward pass and loss are ``torch.compile``d (inductor: Triton kernels)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4)).cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    batches = [
+        (torch.randn(16, 32, generator=torch.Generator().manual_seed(i)).pin_memory(), torch.arange(16) % 4)
+        for i in range(12)
+    ]
+
+    @torch.compile
+    def forward(x: Any, y: Any) -> Any:
+        return torch.nn.functional.cross_entropy(model(x), y)
+
+    def train_step(batch: Any) -> dict[str, Any]:
+        loss = forward(*batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return {"loss": loss}
+
+    return looprt.wrap(
+        train_step, state={"model": model, "opt": opt}, inputs=batches, backend=TorchBackend(device="cuda")
+    )
+
+
+def compiled_train(directory: Path, last_step: int, interrupt_at: int | None = None) -> list[float]:
+    step = compiled_program()
+    losses: list[float] = []
+    with looprt.MonitoredTrainingSession(
+        checkpoint_dir=str(directory),
+        scaffold=looprt.Scaffold(program=step.program),
+        hooks=[looprt.StopAtStepHook(last_step=last_step)],
+        save_checkpoint_steps=3,
+        log_step_count_steps=None,
+    ) as sess:
+        while not sess.should_stop():
+            out = sess.run({"loss": step.loss, "step": step.program.global_step})
+            losses.append(float(out["loss"]))
+            if out["step"] + 1 == interrupt_at:
+                raise KeyboardInterrupt
+    return losses
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_compiled_step_on_cuda_fetches_nothing_unasked_and_resumes_bit_for_bit(tmp_path: Path) -> None:
+    step = compiled_program()
+    with looprt.MonitoredTrainingSession(
+        checkpoint_dir=str(tmp_path / "sync"), scaffold=looprt.Scaffold(program=step.program)
+    ) as sess:
+        sess.run(step)  # compiles
+        sess.run(step)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for _ in range(4):
+                sess.run(step)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    full = compiled_train(tmp_path / "full", 10)
+    assert len(set(full)) == 10
+    with pytest.raises(KeyboardInterrupt):
+        compiled_train(tmp_path / "run", 10, interrupt_at=7)
+    assert looprt.latest_checkpoint(str(tmp_path / "run")).endswith("model.ckpt-6")  # type: ignore[union-attr]
+    assert compiled_train(tmp_path / "run", 10) == full[6:]
