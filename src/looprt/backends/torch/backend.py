@@ -116,6 +116,9 @@ class TorchBackend(ProgramBackend):
         ranks = distributed.gather_rng_states()  # the workers' too, when they can answer
         if ranks is not None:
             values[RNG_RANKS_KEY] = ranks
+            # The chief's own, taken with the workers': one moment for every rank (at a
+            # stop, that is after the last run, before whatever the script did since).
+            values[RNG_KEY] = ranks[distributed.CHIEF_RANK]
         return values
 
     def load_state_dict(self, program: Program, values: Mapping[str, Any]) -> None:
@@ -168,12 +171,14 @@ class TorchBackend(ProgramBackend):
 
     def mark_ready(self, program: Program) -> None:
         """Tell waiting workers the state is ready; in a distributed job, broadcast it."""
-        distributed.close_save_window()  # the workers are in no step's collective now
+        ranks = self._rng_ranks.pop(program, None)
+        # The workers are in no step's collective now; after a restore, every rank's
+        # states are the restored ones, which a save at creation keeps again.
+        distributed.close_save_window(known=ranks)
         super().mark_ready(program)
         if distributed.is_distributed():
             values = {name: state.saved_value(h.value) for name, h in program.states.items()}
             values[INPUTS_KEY] = inputs.input_states(program, self._input_starts(program), portable=False)
-            ranks = self._rng_ranks.pop(program, None)
             if ranks is not None:
                 values[RNG_RANKS_KEY] = ranks
             distributed.send_state(values)

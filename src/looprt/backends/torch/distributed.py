@@ -18,9 +18,13 @@ Checkpoints hold every rank's random generator states. When the chief saves
 after a run, its save makes that step's collective first, with a "saving"
 flag; the workers, in ``StopSyncHook``, answer by sending their states
 (``gather_rng_states``), which go into the checkpoint before it is written;
-then the ranks agree on stopping once more. On a restore each worker gets its
-own states with the chief's broadcast. Saves at session creation and in
-``end`` (when no step's collective is pending) hold the chief's states only.
+then the ranks agree on stopping once more. When the ranks agree to stop,
+each sends its states once more, for the save in ``end``. On a restore each
+worker gets its own states with the chief's broadcast, and a save at the
+creation of that session holds them again. Other saves hold the chief's
+states only: at the creation of a session that initialized the state, and
+in the ``end`` of a session that ended with no agreed stop (its input ran
+out, or the loop ended on its own count).
 """
 
 from __future__ import annotations
@@ -181,18 +185,19 @@ class _SaveWindow:
     (``GatherWindowHook``) until ``StopSyncHook.after_run`` ends; closed
     everywhere else (session creation, ``end``). ``early`` says that a save
     in this window already made the step's first collective and gathered
-    ``rng_ranks``. ``at_stop``: every rank's states as they were when the
-    ranks agreed to stop, for the save in ``end`` (kept until the next
-    session is created).
+    ``rng_ranks``. ``known``: every rank's states as they are now, when
+    known with no collective: those a restore gave each rank (until a run),
+    or those each rank sent when the ranks agreed to stop (for the save in
+    ``end``).
     """
 
-    __slots__ = ("open", "early", "rng_ranks", "at_stop")
+    __slots__ = ("open", "early", "rng_ranks", "known")
 
     def __init__(self) -> None:
         self.open = False
         self.early = False
         self.rng_ranks: dict[int, Any] | None = None
-        self.at_stop: dict[int, Any] | None = None
+        self.known: dict[int, Any] | None = None
 
     def close(self) -> None:
         self.open = self.early = False
@@ -215,10 +220,13 @@ def _collective(doing: str, call: Any, *args: Any, **kwargs: Any) -> Any:
         raise translated from error
 
 
-def close_save_window() -> None:
-    """Close the window of ``gather_rng_states`` and forget the stop's states (a session is being created)."""
+def close_save_window(known: dict[int, Any] | None = None) -> None:
+    """Close the window of ``gather_rng_states`` (a session is being created).
+
+    ``known``: every rank's states as a restore just set them, or None.
+    """
     _window.close()
-    _window.at_stop = None
+    _window.known = known
 
 
 def gather_rng_states() -> dict[int, Any] | None:
@@ -226,15 +234,17 @@ def gather_rng_states() -> dict[int, Any] | None:
 
     After a run, the chief's save makes the step's first collective, with
     its "saving" flag set, which the workers' ``StopSyncHook`` answers with
-    their states. In ``end``, after the ranks agreed to stop, the states are
-    those every rank sent then. None outside a distributed job, on a worker,
-    and for a save at session creation or in an ``end`` that no agreed stop
-    came before (the session ended with its input exhausted, say).
+    their states. Outside a run, the states known without a collective:
+    those a restore gave each rank (a save at the creation of the session),
+    or those every rank sent when the ranks agreed to stop (a save in
+    ``end``). None outside a distributed job, on a worker, and when no
+    states are known (a save at the creation of a session that initialized
+    the state, or in the ``end`` of one that ended with no agreed stop).
     """
     if not is_distributed() or not is_chief():
         return None
     if not _window.open:
-        return _window.at_stop
+        return _window.known
     if not _window.early:
         group = _control_group()
         flag = torch.tensor([0, 1], dtype=torch.int64)
@@ -258,6 +268,7 @@ class GatherWindowHook(SessionRunHook):
 
     def after_run(self, run_context: SessionRunContext, run_values: SessionRunValues) -> None:
         _window.open = is_distributed()
+        _window.known = None  # a step ran: every rank's generators moved on
 
 
 class StopSyncHook(SessionRunHook):
@@ -284,7 +295,7 @@ class StopSyncHook(SessionRunHook):
         self._active = False
 
     def after_create_session(self, session: Any, coord: Any) -> None:
-        close_save_window()
+        _window.close()
         self._coord = coord
         self._active = is_distributed()
         if self._active:
@@ -293,6 +304,7 @@ class StopSyncHook(SessionRunHook):
     def after_run(self, run_context: SessionRunContext, run_values: SessionRunValues) -> None:
         if not self._active:
             return
+        _window.known = None  # a step ran: every rank's generators moved on
         coord = self._coord
         stop = int(run_context.stop_requested or (coord is not None and coord.should_stop()))
         try:
@@ -319,7 +331,7 @@ class StopSyncHook(SessionRunHook):
             _collective("sending the random generator states to the chief at the stop", dist.gather_object,
                         rng.capture(), states, dst=CHIEF_RANK, group=self._group)
             if states is not None:
-                _window.at_stop = dict(enumerate(states))
+                _window.known = dict(enumerate(states))
             run_context.request_stop()
 
     def _agree(self, stop: int) -> int:
