@@ -215,7 +215,8 @@ def test_cuda_benchmark_runs_its_timing_on_the_cpu(tmp_path: Path) -> None:
             "bare", "bare, again (A/A control)", "raw session", "MonitoredTrainingSession"
         ]
         assert "syncs" not in model  # counting synchronisations needs CUDA
-    assert result.stdout.count("target: MonitoredTrainingSession within 1% of the step") == 2
+    assert result.stdout.count("target: MonitoredTrainingSession within 1% of the step") == 3
+    assert [model.get("steps") for model in report["models"]] == [20, None]  # single steps: the small model
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="needs PyTorch")
