@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
-import json
 import platform
 import random
 import statistics
@@ -59,6 +58,7 @@ from contextlib import ExitStack
 from typing import Any
 
 import torch
+from bench_overhead import write_json
 from bench_torch import bootstrap_difference
 
 import looprt
@@ -119,56 +119,38 @@ def syncs_per_step(call: Callable[[], Any], steps: int) -> list[int]:
     return counts
 
 
-def interleaved_blocks(
-    variants: dict[str, Callable[[], Any]], rounds: int, block: int, seed: int, device: str
+def interleaved(
+    variants: dict[str, Callable[[], Any]], rounds: int, seed: int, device: str, block: int | None
 ) -> dict[str, list[float]]:
-    """Nanoseconds per step of each variant's blocks, one block of every variant per round, shuffled."""
-    names = list(variants)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    rng = random.Random(seed)
-    clock = time.perf_counter_ns
-    gc.collect()
-    gc.disable()
-    try:
-        for _ in range(rounds):
-            rng.shuffle(names)
-            for name in names:
-                call = variants[name]
-                synchronize(device)
-                start = clock()
-                for _ in range(block):
-                    call()
-                synchronize(device)
-                samples[name].append((clock() - start) / block)
-    finally:
-        gc.enable()
-    return samples
+    """Nanoseconds per step of every variant: one sample of each per round, in a shuffled order.
 
-
-def interleaved_steps(
-    variants: dict[str, Callable[[], Any]], rounds: int, seed: int, device: str, sync_every: int = 20
-) -> dict[str, list[float]]:
-    """Nanoseconds of the host's time for each single step, one of every variant per round, shuffled.
-
-    No step waits for the device: on a launch-bound step the host's time is
-    the step time. Every ``sync_every`` rounds the queue is drained, untimed.
+    ``block``: a sample is that many steps between two waits for the device.
+    None: a sample is one step, timed on the host with no wait (on a
+    launch-bound step the host's time is the step time); the device's queue
+    is drained every 20 rounds, untimed.
     """
     names = list(variants)
     samples: dict[str, list[float]] = {name: [] for name in names}
     rng = random.Random(seed)
     clock = time.perf_counter_ns
+    steps = block or 1
     gc.collect()
     gc.disable()
     try:
         for round_ in range(rounds):
-            if round_ % sync_every == 0:
+            if block is None and round_ % 20 == 0:
                 synchronize(device)
             rng.shuffle(names)
             for name in names:
                 call = variants[name]
+                if block is not None:
+                    synchronize(device)
                 start = clock()
-                call()
-                samples[name].append(clock() - start)
+                for _ in range(steps):
+                    call()
+                if block is not None:
+                    synchronize(device)
+                samples[name].append((clock() - start) / steps)
     finally:
         gc.enable()
     return samples
@@ -257,11 +239,11 @@ def run_model(label: str, spec: dict[str, Any], args: argparse.Namespace, stack:
         }
 
     rounds, block = (3, 5) if args.quick else (spec["rounds"], spec["block"])
-    samples = interleaved_blocks(variants, rounds, block, args.seed, device)
+    samples = interleaved(variants, rounds, args.seed, device, block)
     report.update(rounds=rounds, block=block, rows=overhead_rows(samples, args.seed))
     if spec["steps"]:
         steps = 20 if args.quick else spec["steps"]
-        single = interleaved_steps(variants, steps, args.seed, device)
+        single = interleaved(variants, steps, args.seed, device, None)
         report.update(steps=steps, step_rows=overhead_rows(single, args.seed))
     return report
 
@@ -338,8 +320,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "models": reports,
     }
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
+        write_json(result, args.json)
     return result
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,20 +87,30 @@ def amp_program() -> Any:
     )
 
 
-def amp_train(directory: Path, last_step: int, interrupt_at: int | None = None) -> list[tuple[float, float]]:
-    step = amp_program()
-    seen: list[tuple[float, float]] = []
+def train_until(
+    make_step: Callable[[], Any],
+    directory: Path,
+    last_step: int,
+    outputs: tuple[str, ...],
+    save_every: int,
+    interrupt_at: int | None = None,
+) -> list[dict[str, Any]]:
+    """Train to ``last_step``, checkpointing every ``save_every`` steps; each run's fetched ``outputs``.
+
+    ``interrupt_at``: raise ``KeyboardInterrupt`` after the run that reaches that step.
+    """
+    step = make_step()
+    seen: list[dict[str, Any]] = []
     with looprt.MonitoredTrainingSession(
         checkpoint_dir=str(directory),
         scaffold=looprt.Scaffold(program=step.program),
         hooks=[looprt.StopAtStepHook(last_step=last_step)],
-        save_checkpoint_steps=4,
+        save_checkpoint_steps=save_every,
         log_step_count_steps=None,
     ) as sess:
         while not sess.should_stop():
-            out = sess.run({"loss": step.loss, "scale": step.scale, "step": step.program.global_step})
-            assert type(out["loss"]) is np.float32  # a host value (autocast computes the loss in float32)
-            seen.append((float(out["loss"]), float(out["scale"])))
+            out = sess.run({"step": step.program.global_step, **{name: step[name] for name in outputs}})
+            seen.append({name: out[name] for name in outputs})
             if out["step"] + 1 == interrupt_at:
                 raise KeyboardInterrupt
     return seen
@@ -107,15 +118,19 @@ def amp_train(directory: Path, last_step: int, interrupt_at: int | None = None) 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_mixed_precision_training_on_cuda_resumes_bit_for_bit(tmp_path: Path) -> None:
-    full = amp_train(tmp_path / "full", 14)
-    assert len({loss for loss, _ in full}) > 10
-    assert full[-1][1] > full[0][1]  # the scaler grew: its state matters to the resumed run
+    def train(directory: Path, interrupt_at: int | None = None) -> list[dict[str, Any]]:
+        return train_until(amp_program, directory, 14, ("loss", "scale"), 4, interrupt_at)
+
+    full = train(tmp_path / "full")
+    assert type(full[0]["loss"]) is np.float32  # a host value (autocast computes the loss in float32)
+    assert len({seen["loss"] for seen in full}) > 10
+    assert full[-1]["scale"] > full[0]["scale"]  # the scaler grew: its state matters to the resumed run
     with pytest.raises(KeyboardInterrupt):
-        amp_train(tmp_path / "run", 14, interrupt_at=10)  # mid-epoch: 16 batches an epoch
+        train(tmp_path / "run", interrupt_at=10)  # mid-epoch: 16 batches an epoch
     assert looprt.latest_checkpoint(str(tmp_path / "run")).endswith("model.ckpt-8")  # type: ignore[union-attr]
     torch.manual_seed(123)  # the process-wide CPU and CUDA generators move on
     torch.rand(5, device="cuda")
-    assert amp_train(tmp_path / "run", 14) == full[8:]
+    assert train(tmp_path / "run") == full[8:]
 
 
 def compiled_program() -> Any:
@@ -144,24 +159,6 @@ def compiled_program() -> Any:
     )
 
 
-def compiled_train(directory: Path, last_step: int, interrupt_at: int | None = None) -> list[float]:
-    step = compiled_program()
-    losses: list[float] = []
-    with looprt.MonitoredTrainingSession(
-        checkpoint_dir=str(directory),
-        scaffold=looprt.Scaffold(program=step.program),
-        hooks=[looprt.StopAtStepHook(last_step=last_step)],
-        save_checkpoint_steps=3,
-        log_step_count_steps=None,
-    ) as sess:
-        while not sess.should_stop():
-            out = sess.run({"loss": step.loss, "step": step.program.global_step})
-            losses.append(float(out["loss"]))
-            if out["step"] + 1 == interrupt_at:
-                raise KeyboardInterrupt
-    return losses
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_a_compiled_step_on_cuda_fetches_nothing_unasked_and_resumes_bit_for_bit(tmp_path: Path) -> None:
     step = compiled_program()
@@ -176,9 +173,12 @@ def test_a_compiled_step_on_cuda_fetches_nothing_unasked_and_resumes_bit_for_bit
                 sess.run(step)
         finally:
             torch.cuda.set_sync_debug_mode(0)
-    full = compiled_train(tmp_path / "full", 10)
-    assert len(set(full)) == 10
+    def train(directory: Path, interrupt_at: int | None = None) -> list[dict[str, Any]]:
+        return train_until(compiled_program, directory, 10, ("loss",), 3, interrupt_at)
+
+    full = train(tmp_path / "full")
+    assert len({seen["loss"] for seen in full}) == 10
     with pytest.raises(KeyboardInterrupt):
-        compiled_train(tmp_path / "run", 10, interrupt_at=7)
+        train(tmp_path / "run", interrupt_at=7)
     assert looprt.latest_checkpoint(str(tmp_path / "run")).endswith("model.ckpt-6")  # type: ignore[union-attr]
-    assert compiled_train(tmp_path / "run", 10) == full[6:]
+    assert train(tmp_path / "run") == full[6:]
