@@ -4,9 +4,9 @@ Usage::
 
     python benchmarks/bench_torch.py [--quick] [--rounds N] [--seed N] [--batch N] [--fused] [--json PATH]
 
-One training step (an MLP 784-256-256-10, a minibatch of 64 from a list of
-prepared batches, cross entropy, SGD with momentum) is run four ways, side by
-side in one process:
+One training step (an MLP 784-256-256-10, a minibatch of 64 by default from
+a list of prepared batches, cross entropy, SGD with momentum) is run five
+ways (six with ``--fused``), side by side in one process:
 
 * bare: ``train_step(next(batches))``;
 * bare, again: the same code a second time, an A/A control: its "overhead"

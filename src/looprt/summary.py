@@ -4,8 +4,8 @@ Events are encoded and framed by ``looprt.event_file`` (no framework, no
 protobuf library: writing summaries imports neither) and written
 synchronously: once ``flush()`` returns, everything added so far is in the
 file and readable by TensorBoard while the writer stays open. Pending
-writes also reach the file every ``flush_secs`` seconds, on ``close()``, and
-at interpreter exit.
+writes also reach the file with the first write ``flush_secs`` seconds or
+more after the last flush, on ``close()``, and at interpreter exit.
 
 ``add_summary`` takes what a summary op produces: a serialized ``Summary``
 proto (TF graph mode), a ``Summary`` proto object (TF's, TensorBoard's,
@@ -232,8 +232,7 @@ class SummaryWriterCache:
 
     @staticmethod
     def _key(logdir: str | os.PathLike[str]) -> str:
-        path = os.fspath(logdir)
-        return path if "://" in path else os.path.abspath(path)
+        return os.path.abspath(os.fspath(logdir))
 
     @staticmethod
     def get(logdir: str | os.PathLike[str]) -> SummaryWriter:

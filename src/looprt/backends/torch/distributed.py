@@ -22,9 +22,10 @@ then the ranks agree on stopping once more. When the ranks agree to stop,
 each sends its states once more, for the save in ``end``. On a restore each
 worker gets its own states with the chief's broadcast, and a save at the
 creation of that session holds them again. Other saves hold the chief's
-states only: at the creation of a session that initialized the state, and
-in the ``end`` of a session that ended with no agreed stop (its input ran
-out, or the loop ended on its own count).
+states only: at the creation of a session that initialized the state (or
+restored a checkpoint without the workers' states), and in the ``end`` of a
+session that ended with no agreed stop (its input ran out, the loop ended on
+its own count, or a ``step_fn`` asked to stop).
 """
 
 from __future__ import annotations
