@@ -249,6 +249,16 @@ def run_model(label: str, spec: dict[str, Any], args: argparse.Namespace, stack:
     return report
 
 
+def print_rows(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        low, high = row["overhead_interval_us"]
+        interval = f"[{low:.1f}, {high:.1f}]"
+        print(
+            f"  {row['variant']:<27} {row['per_step_us']:>12.1f} {row['overhead_us']:>12.2f} "
+            f"{interval:>17} {row['overhead_ratio']:>9.2%}"
+        )
+
+
 def print_report(report: dict[str, Any], device: str) -> None:
     sizes = "-".join(map(str, report["sizes"]))
     print(f"\n{report['model']}: MLP {sizes}, batch {report['batch']}, on {device}")
@@ -260,22 +270,10 @@ def print_report(report: dict[str, Any], device: str) -> None:
         f"  {report['rounds']} rounds of {report['block']}-step blocks per variant\n"
         f"  {'variant':<27} {'per-step us':>12} {'overhead us':>12} {'90% interval us':>17} {'overhead':>9}"
     )
-    for row in report["rows"]:
-        low, high = row["overhead_interval_us"]
-        interval = f"[{low:.1f}, {high:.1f}]"
-        print(
-            f"  {row['variant']:<27} {row['per_step_us']:>12.1f} {row['overhead_us']:>12.2f} "
-            f"{interval:>17} {row['overhead_ratio']:>9.2%}"
-        )
+    print_rows(report["rows"])
     if "step_rows" in report:
         print(f"  {report['steps']} single steps per variant, interleaved: the host's time (no wait)")
-        for row in report["step_rows"]:
-            low, high = row["overhead_interval_us"]
-            interval = f"[{low:.1f}, {high:.1f}]"
-            print(
-                f"  {row['variant']:<27} {row['per_step_us']:>12.1f} {row['overhead_us']:>12.2f} "
-                f"{interval:>17} {row['overhead_ratio']:>9.2%}"
-            )
+        print_rows(report["step_rows"])
     for key, how in (("rows", "blocks"), ("step_rows", "single steps")):
         if key in report:
             measured = report[key][-1]["overhead_ratio"]

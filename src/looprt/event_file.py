@@ -47,6 +47,7 @@ SESSION_LOG_STATUS = {"STATUS_UNSPECIFIED": 0, "START": 1, "STOP": 2, "CHECKPOIN
 
 # Wire types.
 _VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
+_FIXED_SIZES = {_FIXED64: 8, _FIXED32: 4}
 _UINT64 = (1 << 64) - 1
 _DBL_MAX = float(np.finfo(np.float64).max)
 _file_ids = itertools.count()
@@ -173,7 +174,7 @@ def _check(data: memoryview, message: str) -> None:
         if wire_type == _VARINT:
             varint()
             continue
-        size = {_FIXED64: 8, _FIXED32: 4}.get(wire_type) or varint()
+        size = _FIXED_SIZES.get(wire_type) or varint()
         if position + size > end:
             raise ValueError("not a serialized protocol buffer: a field runs past the end")
         kind = schema.get(field) if wire_type == _BYTES else None

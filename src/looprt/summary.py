@@ -115,7 +115,10 @@ class SummaryWriter:
 
     def add_event(self, event: Any, step: Any = None, walltime: float | None = None) -> None:
         """Write an ``Event`` (serialized, or any library's proto), stamped with ``step`` and the time."""
-        data = _serialized(event, "Event")
+        self._write(_serialized(event, "Event"), step, walltime)
+
+    def _write(self, data: bytes, step: Any, walltime: float | None) -> None:
+        """Write the serialized event ``data`` (checked, or made here), stamped."""
         with self._lock:
             if self._file is None:
                 logger.warning(
@@ -151,12 +154,12 @@ class SummaryWriter:
 
     def add_session_log_start(self, step: Any = None, walltime: float | None = None) -> None:
         """Write a ``SessionLog`` START: TensorBoard drops older events at this step or later."""
-        self.add_event(event_file.event(session_log=event_file.session_log("START")), step, walltime)
+        self._write(event_file.event(session_log=event_file.session_log("START")), step, walltime)
 
     def add_session_log_checkpoint(self, path: str, step: Any = None, walltime: float | None = None) -> None:
         """Write a ``SessionLog`` CHECKPOINT naming the checkpoint saved at ``step``."""
         log = event_file.session_log("CHECKPOINT", os.fspath(path))
-        self.add_event(event_file.event(session_log=log), step, walltime)
+        self._write(event_file.event(session_log=log), step, walltime)
 
     def flush(self) -> None:
         """Put everything written so far in the file."""
@@ -190,7 +193,7 @@ class SummaryWriter:
     # -- encoding --------------------------------------------------------------
 
     def _add_summary(self, summary: bytes, step: Any, walltime: float | None) -> None:
-        self.add_event(event_file.event(summary=summary), step, walltime)
+        self._write(event_file.event(summary=summary), step, walltime)
 
     def _encode(self, summary: Any) -> bytes:
         """A serialized ``Summary`` of what ``add_summary`` takes."""
