@@ -65,25 +65,32 @@ def row(benchmark: str, case: str, looprt_value: str, reference: str = "-", rati
 
 def overhead_summary(report: dict[str, Any]) -> list[dict[str, str]]:
     rows = []
-    by_key = {(r["runtime"], r["hooks"]): r for r in report["overhead"]}
-    for peer, name in (("tf", "tf.train.MonitoredSession"), ("ignite", "ignite.engine.Engine")):
-        for hooks in bench_overhead.HOOK_COUNTS:
-            mine, theirs = by_key.get(("looprt", hooks)), by_key.get((peer, hooks))
-            if mine is None or theirs is None:
-                continue
-            ratio = mine[f"looprt_{peer}_ratio"]
-            targeted = hooks in bench_overhead.TARGET_HOOKS
-            rows.append(
-                row(
-                    "overhead",
-                    f"overhead/step, {hooks} hooks, vs {name}",
-                    _us(mine["overhead_us"]),
-                    _us(theirs["overhead_us"]),
-                    _ratio(ratio),
-                    f"<= {bench_overhead.TARGET_RATIO}" if targeted else "-",
-                    None if not targeted or ratio is None else ratio <= bench_overhead.TARGET_RATIO,
+    # The targets are judged on the standard hooks over each runtime's own session; the
+    # trivial-session rows (fetch-every-100 hooks) are shown for reference.
+    tables = (
+        ("standard hooks", report["standard"]["rows"], True),
+        ("overhead/step", report["overhead"], False),
+    )
+    for label, table, targeted in tables:
+        by_key = {(r["runtime"], r["hooks"]): r for r in table if r.get("role", "hooks") == "hooks"}
+        for peer, name in (("tf", "tf.train.MonitoredSession"), ("ignite", "ignite.engine.Engine")):
+            for hooks in bench_overhead.HOOK_COUNTS:
+                mine, theirs = by_key.get(("looprt", hooks)), by_key.get((peer, hooks))
+                if mine is None or theirs is None:
+                    continue
+                ratio = mine[f"looprt_{peer}_ratio"]
+                judged = targeted and hooks in bench_overhead.TARGET_HOOKS
+                rows.append(
+                    row(
+                        "overhead",
+                        f"{label}, {hooks} hooks, vs {name}",
+                        _us(mine["overhead_us"]),
+                        _us(theirs["overhead_us"]),
+                        _ratio(ratio),
+                        f"<= {bench_overhead.TARGET_RATIO}" if judged else "-",
+                        None if not judged or ratio is None else ratio <= bench_overhead.TARGET_RATIO,
+                    )
                 )
-            )
     alloc = report["allocation"]
     rows.append(
         row(
@@ -235,6 +242,21 @@ def torch_summary(report: dict[str, Any] | None) -> list[dict[str, str]]:
                 None,
             )
         )
+    peers = report.get("peers")
+    if peers:
+        by_peer = {r["variant"]: r for r in peers["rows"]}
+        mine = by_peer["MonitoredTrainingSession loop"]
+        for name, r in by_peer.items():
+            if r["looprt_ratio"] is not None:
+                rows.append(
+                    row(
+                        "torch",
+                        f"MLP blocks: MTS overhead vs {name}",
+                        _us(mine["overhead_us"]),
+                        _us(r["overhead_us"]),
+                        _ratio(r["looprt_ratio"]),
+                    )
+                )
     return rows
 
 

@@ -186,7 +186,9 @@ def run_model(label: str, spec: dict[str, Any], args: argparse.Namespace, stack:
 
     def program() -> Any:
         # One program per session over the same model: each session counts its own steps.
-        return looprt.wrap(train_step, state=state, inputs=stream, backend=backend, name=f"bench_{label}")
+        return looprt.wrap(
+            train_step, state=state, inputs=stream, outputs=("loss",), backend=backend, name=f"bench_{label}"
+        )
 
     step, monitored_step = program(), program()
     monitored_step.program.summary("loss", monitored_step.loss)  # written every 100 steps: a fetch

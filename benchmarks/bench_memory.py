@@ -25,18 +25,39 @@ Every ``--every`` steps (just after that step's checkpoint) it samples:
 Memory is flat when, from the first sample (1k steps) to the last (10k),
 traced Python memory grows by less than ``FLAT_TRACED_BYTES`` and peak RSS by
 less than ``FLAT_RSS_MIB`` (allocator noise). ``--no-tracemalloc`` runs
-without tracing (faster; RSS and blocks only). The script never fails on the
-figures; it exits 0 after printing them.
+without tracing (faster; RSS and blocks only).
+
+Then a big model (``--big-mib``, default 256 MiB; 4 with ``--quick``; 0
+skips it), each part in a fresh subprocess so that its peak RSS is its own:
+
+* torch memory: an ``nn.Sequential`` of ``Linear`` layers holding that many
+  MiB of float32 parameters, trained with SGD (no momentum; the step sets
+  the gradients to None after ``opt.step()``), made a program by
+  ``looprt.wrap``, run a few steps under ``MonitoredTrainingSession`` (which
+  saves at the start and the end), then restored from its checkpoint. The
+  peak RSS, less the RSS before the model was built (the interpreter,
+  torch, looprt), as a multiple of the model's size: at most
+  ``BIG_PEAK_TARGET``. The parameters and one host copy of them (the
+  checkpoint being written or read) are 2x.
+* restore time: ``Saver.restore`` of a checkpoint of that size, as a
+  multiple of the bare read of its payload (``torch.load`` of a torch
+  model's, ``np.load`` of a NumPy program's state): at most
+  ``BIG_RESTORE_TARGET``. Best of ``RESTORE_REPEATS``, files in the page
+  cache.
+
+The script never fails on the figures; it exits 0 after printing them.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import logging
 import os
 import platform
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -55,6 +76,10 @@ FETCH_EVERY = 100
 LOG_EVERY = 1000
 FLAT_TRACED_BYTES = 256 * 1024
 FLAT_RSS_MIB = 8.0
+BIG_PEAK_TARGET = 2.2
+BIG_RESTORE_TARGET = 1.5
+BIG_STEPS = 3
+RESTORE_REPEATS = 3
 
 
 class GlobalStepEveryHook(looprt.SessionRunHook):
@@ -190,6 +215,181 @@ def run(steps: int, every: int, traced: bool) -> dict[str, Any]:
     }
 
 
+# -- a big model: peak memory and restore time (each in a fresh process) ----------------------
+
+
+def _layers(mib: float) -> tuple[int, int]:
+    """(layers, width) of a stack of square Linear layers holding about ``mib`` MiB of float32."""
+    width = 2048 if mib >= 64 else 256
+    per_layer = (width * width + width) * 4 / 2**20
+    return max(1, round(mib / per_layer)), width
+
+
+def torch_memory_child(mib: float, directory: str) -> dict[str, Any]:
+    """``looprt.wrap`` + training + save + restore of a ``mib``-MiB torch model; peak RSS."""
+    import torch
+
+    from looprt.backends import torch as looprt_torch
+
+    torch.manual_seed(0)
+    torch.set_num_threads(4)
+    base = rss_mib() or 0.0
+    layers, width = _layers(mib)
+    model = torch.nn.Sequential(*(torch.nn.Linear(width, width) for _ in range(layers)))
+    size = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+    opt = torch.optim.SGD(model.parameters(), lr=1e-6)
+    batch = torch.randn(8, width)
+
+    def train_step(x: Any) -> dict[str, Any]:
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)  # no gradients held between steps
+        return {"loss": loss.detach()}
+
+    step = looprt.wrap(
+        train_step, state={"model": model, "opt": opt}, inputs=[batch] * BIG_STEPS, outputs=("loss",)
+    )
+    peaks: dict[str, float] = {}
+    with looprt_torch.MonitoredTrainingSession(
+        checkpoint_dir=directory,
+        scaffold=looprt.Scaffold(program=step.program),
+        save_checkpoint_steps=BIG_STEPS,
+        save_summaries_steps=None,
+        log_step_count_steps=None,
+    ) as sess:
+        peaks["created"] = peak_rss_mib()
+        while not sess.should_stop():  # until the inputs run out
+            sess.run(step)
+    peaks["trained and saved"] = peak_rss_mib()
+    path = looprt.latest_checkpoint(directory)
+    looprt.Saver(step.program).restore(None, path)
+    peaks["restored"] = peak_rss_mib()
+    return {
+        "model_mib": size,
+        "layers": layers,
+        "width": width,
+        "base_rss_mib": base,
+        "peak_rss_mib": peaks,
+        "multiple": (peaks["restored"] - base) / size,
+        "steps": int(step.program.global_step.value),
+        "checkpoint": os.path.basename(path or ""),
+    }
+
+
+def _best_of(fn: Any) -> float:
+    best = float("inf")
+    for _ in range(RESTORE_REPEATS):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def restore_time_child(mib: float, backend: str, directory: str) -> dict[str, Any]:
+    """Seconds of ``Saver.restore`` and of the bare read, for a ``mib``-MiB checkpoint of ``backend``."""
+    import numpy as np
+
+    prog = looprt.Program(backend=backend, name="big")
+    if backend == "torch":
+        import torch
+
+        layers, width = _layers(mib)
+        prog.state("model", torch.nn.Sequential(*(torch.nn.Linear(width, width) for _ in range(layers))))
+        payload = "state.pt"
+
+        def bare() -> Any:
+            return torch.load(os.path.join(path, payload), map_location="cpu", weights_only=True)
+    else:
+        parts = 4
+        for index in range(parts):
+            prog.state(f"w{index}", np.random.default_rng(index).random(int(mib * 2**20 / 8 / parts)))
+        payload = "state.npz"
+
+        def bare() -> Any:
+            with np.load(os.path.join(path, payload), allow_pickle=False) as data:
+                return {name: data[name] for name in data.files}
+
+    saver = looprt.Saver(prog)
+    path = saver.save(None, os.path.join(directory, "model.ckpt"), global_step=1)
+    bare()  # the files into the page cache
+    restore = _best_of(lambda: saver.restore(None, path))
+    read = _best_of(bare)
+    return {
+        "backend": backend,
+        "payload_mib": os.path.getsize(os.path.join(path, payload)) / 2**20,
+        "restore_s": restore,
+        "bare_s": read,
+        "multiple": restore / read,
+    }
+
+
+def _child(kind: str, mib: float) -> dict[str, Any] | None:
+    """Run one big-model measurement in a fresh interpreter; None if it could not run."""
+    with tempfile.TemporaryDirectory(prefix="bench-memory-big-") as directory:
+        done = subprocess.run(
+            [sys.executable, __file__, "--child", kind, "--big-mib", str(mib), "--child-dir", directory],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if done.returncode != 0:
+        print(f"{kind}: failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}", file=sys.stderr)
+        return None
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def big_model(mib: float) -> dict[str, Any]:
+    """The big-model figures: torch peak memory, and restore times of torch and NumPy."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        has_torch = False
+    else:
+        has_torch = True
+    torch_restore = _child("restore-torch", mib) if has_torch else None
+    report: dict[str, Any] = {
+        "mib": mib,
+        "torch_memory": _child("torch-memory", mib) if has_torch else None,
+        "restore": [r for r in (torch_restore, _child("restore-numpy", mib)) if r is not None],
+    }
+    memory = report["torch_memory"]
+    report["memory_met"] = None if memory is None else memory["multiple"] <= BIG_PEAK_TARGET
+    report["restore_met"] = all(r["multiple"] <= BIG_RESTORE_TARGET for r in report["restore"])
+    return report
+
+
+def print_big_model(report: dict[str, Any]) -> None:
+    memory = report["torch_memory"]
+    print(f"\nbig model ({report['mib']:g} MiB), each part in a fresh process:")
+    if memory is None:
+        print("  torch memory: not run (torch is not installed, or the run failed)")
+    else:
+        peaks = memory["peak_rss_mib"]
+        print(
+            f"  torch memory: {memory['layers']} x Linear({memory['width']}, {memory['width']}), "
+            f"{memory['model_mib']:.1f} MiB of parameters; "
+            f"RSS before the model {memory['base_rss_mib']:.0f} MiB; "
+            f"peak RSS: session created {peaks['created']:.0f}, trained and saved "
+            f"{peaks['trained and saved']:.0f}, restored {peaks['restored']:.0f} MiB"
+        )
+        print(
+            f"  target: peak RSS over the base at most {BIG_PEAK_TARGET:g}x the model: "
+            f"{memory['multiple']:.2f}x: {'MET' if report['memory_met'] else 'NOT MET'}"
+        )
+    for r in report["restore"]:
+        bare = "torch.load" if r["backend"] == "torch" else "np.load"
+        print(
+            f"  restore {r['backend']:>5}: {r['payload_mib']:.0f} MiB in {r['restore_s'] * 1000:.0f} ms; "
+            f"bare {bare} {r['bare_s'] * 1000:.0f} ms: {r['multiple']:.2f}x"
+        )
+    print(
+        f"  target: restore at most {BIG_RESTORE_TARGET:g}x the bare read: "
+        f"{'MET' if report['restore_met'] else 'NOT MET'}"
+    )
+
+
 def _mib(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
@@ -240,6 +440,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--every", type=int, help="steps between checkpoints and samples (default 1000)")
     parser.add_argument("--no-tracemalloc", action="store_true", help="sample RSS and blocks only")
     parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH as JSON")
+    parser.add_argument(
+        "--big-mib", type=float, help="the big model's size in MiB (default 256; quick 4; 0: skip)"
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--child-dir", help=argparse.SUPPRESS)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -250,6 +455,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.steps = 200 if args.quick else 10_000
     if args.every is None:
         args.every = 100 if args.quick else 1000
+    if args.big_mib is None:
+        args.big_mib = 4.0 if args.quick else 256.0
     if args.steps < 1 or args.every < 1 or args.steps < args.every:
         parser.error("--steps and --every must be positive, and --every at most --steps")
     return args
@@ -270,11 +477,30 @@ def collect(args: argparse.Namespace, echo: bool = True) -> dict[str, Any]:
     report["versions"] = {"looprt": looprt.__version__, "python": platform.python_version()}
     if echo:
         print_report(report)
+    if args.big_mib > 0:
+        report["big_model"] = big_model(args.big_mib)
+        if echo:
+            print_big_model(report["big_model"])
     return report
+
+
+def child_main(args: argparse.Namespace) -> int:
+    """One big-model measurement (``--child``); prints its figures as one JSON line."""
+    for variable in BLAS_THREAD_VARIABLES:
+        os.environ.setdefault(variable, "4")
+    logging.getLogger("looprt").setLevel(logging.WARNING)
+    if args.child == "torch-memory":
+        result = torch_memory_child(args.big_mib, args.child_dir)
+    else:
+        result = restore_time_child(args.big_mib, args.child.removeprefix("restore-"), args.child_dir)
+    print(json.dumps(result))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.child:
+        return child_main(args)
     report = collect(args)
     if args.json:
         write_json(report, args.json)

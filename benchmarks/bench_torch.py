@@ -2,11 +2,12 @@
 
 Usage::
 
-    python benchmarks/bench_torch.py [--quick] [--rounds N] [--seed N] [--batch N] [--fused] [--json PATH]
+    python benchmarks/bench_torch.py [--quick] [--rounds N] [--seed N] [--batch N] [--json PATH]
+                                     [--block-steps N] [--block-rounds N] [--no-peers]
 
 One training step (an MLP 784-256-256-10, a minibatch of 64 by default from
 a list of prepared batches, cross entropy, SGD with momentum) is run five
-ways (six with ``--fused``), side by side in one process:
+ways, side by side in one process:
 
 * bare: ``train_step(next(batches))``;
 * bare, again: the same code a second time, an A/A control: its "overhead"
@@ -21,13 +22,6 @@ ways (six with ``--fused``), side by side in one process:
   ``looprt.MonitoredTrainingSession`` with its default hooks (step counter,
   summaries every 100 steps, a checkpoint every 600 s, in a fresh temporary
   directory, one session for the whole run): ``sess.run(step)``;
-* with ``--fused``, an experiment: a MonitoredTrainingSession's idle run
-  (``looprt.hooks.idle``) done by one function that inlines every layer (the
-  session layers, the raw session's runner, the input's pull, the batch
-  check). It reads looprt's private state and keeps none of the error
-  handling: not a way to run, a measure of what the layers' calls cost after
-  a training step.
-
 ``--batch`` changes the minibatch (default 64), and with it the step time.
 
 PyTorch runs on one thread (steadier figures on a small or busy machine).
@@ -40,6 +34,24 @@ the median of its steps minus the bare steps' median, with a 90% bootstrap
 interval; ratios are over the bare median. The target is that
 MonitoredTrainingSession adds under 1% to the step (judged on that median
 overhead); the script reports whether it is met and exits 0.
+
+A second table compares peers that own their loops, so every variant in it
+runs in blocks of ``--block-steps`` steps (default 100), one block of each
+per round in a random order, ``--block-rounds`` rounds (default 15), the
+collector off; per-step = median block time / steps; overhead = per-step -
+the bare loop's. Variants: the bare loop, an A/A copy of it,
+``MonitoredTrainingSession`` (the session above), Ignite's bare ``Engine``
+running the same step, Ignite with MonitoredTrainingSession's default work
+(iterations per second logged every 100 iterations; ``ModelCheckpoint`` of
+the model and optimizer every 600 s, checked every iteration, the first one
+before timing; no summaries), and PyTorch Lightning's minimal ``Trainer``
+(automatic optimization of the same model and optimizer; no logger,
+checkpointing, progress bar or model summary) fitting N and 2N batches on a
+new ``Trainer`` per block: the fit rows include ``fit``'s start-up, the
+marginal row (fit over 2N - fit over N, per step) does not. Each Ignite
+block is one ``engine.run`` (its start and end events included). The last
+column is MonitoredTrainingSession's overhead over each peer's. A peer whose
+package is missing is skipped and named; ``--no-peers`` skips the table.
 
 Also reported, looprt's own time: the same loops around a step function
 that does nothing, minus the bare loop, timed hot: what looprt's code costs
@@ -54,6 +66,7 @@ import argparse
 import gc
 import itertools
 import json
+import logging
 import platform
 import random
 import statistics
@@ -61,6 +74,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -72,6 +86,12 @@ import looprt
 TARGET = 0.01
 SIZES = (784, 256, 256, 10)
 BATCH = 64
+EVERY_N_STEPS = 100  # MonitoredTrainingSession's default step counter and summaries
+CHECKPOINT_SECS = 600  # ... and its checkpoints
+LIGHTNING_FIT = "Lightning Trainer.fit over N (start-up incl.)"
+LIGHTNING_FIT_2N = "Lightning Trainer.fit over 2N (start-up incl.)"
+LIGHTNING_MARGINAL = "Lightning, marginal per step"
+PEER_REFERENCES = ("Ignite Engine (bare)", "Ignite Engine + handlers", LIGHTNING_FIT, LIGHTNING_MARGINAL)
 
 
 def build(
@@ -133,37 +153,6 @@ def empty_step_cost(monitored_factory: Callable[[Any], Any], steps: int, repeats
         }
 
 
-def fused_idle_run(monitored: Any, step: Any) -> Callable[[], Any]:
-    """``monitored.run(step)`` with an idle run's work inlined into one function (an experiment).
-
-    Reads looprt's private state (the hooked session's idle span, the input's
-    iterator and lock) and has none of the layers' error handling.
-    """
-    hooked = monitored._coordinated_creator.hooked
-    ((_, handle),) = step.bindings
-    fn, lock, now, never = step.fn, handle._lock, time.time, float("inf")
-
-    def run() -> Any:
-        span = hooked._idle
-        if step is span.fetch and span.state.value is span.counter:
-            global_step = span.view[()]
-            if span.last < global_step < span.step and (span.until == never or now() < span.until):
-                span.last = span.skipped = global_step
-                with lock:
-                    batch = next(handle._iterator)
-                    handle.position += 1
-                if type(batch) is tuple:
-                    for item in batch:
-                        if type(item) is not torch.Tensor:
-                            raise TypeError(item)
-                fn(batch)
-                span.view[()] += 1
-                return None
-        return monitored.run(step)
-
-    return run
-
-
 def interleaved(variants: dict[str, Callable[[], Any]], rounds: int, seed: int) -> dict[str, list[int]]:
     """Nanoseconds of each step of each variant: one step of every variant per round, shuffled."""
     names = list(variants)
@@ -216,22 +205,215 @@ def profile(call: Callable[[], Any], steps: int) -> dict[str, Any]:
     return {"profiled_steps": steps}
 
 
+# --- peers: Ignite and Lightning own their loops, so every variant here runs in blocks ------------
+
+
+def _ignite_variants(
+    train_step: Callable[[Any], Any], model: Any, opt: Any, stream: Iterator[Any], directory: str
+) -> dict[str, Callable[[int], float]]:
+    """Ignite's bare ``Engine`` and one with MonitoredTrainingSession's work; {} without Ignite."""
+    try:
+        from ignite.engine import Engine, Events
+        from ignite.handlers import ModelCheckpoint
+    except ImportError:
+        return {}
+
+    def engine_block(engine: Any) -> Callable[[int], float]:
+        data = _endless(stream)
+
+        def block(steps: int) -> float:
+            start = time.perf_counter()
+            engine.run(data, max_epochs=1, epoch_length=steps)
+            return time.perf_counter() - start
+
+        return block
+
+    bare = Engine(lambda engine, batch: train_step(batch))
+    handled = Engine(lambda engine, batch: train_step(batch))
+    handled.add_event_handler(Events.ITERATION_COMPLETED(every=EVERY_N_STEPS), StepRateLogger())
+    # MonitoredTrainingSession's default: a checkpoint every 600 s, checked on every step.
+    saver = ModelCheckpoint(directory, "ignite", n_saved=1, require_empty=False, global_step_transform=None)
+    to_save = {"model": model, "opt": opt}
+    saver(handled, to_save)  # the first one before timing, as a session's at its start
+    every_600s = Events.ITERATION_COMPLETED(event_filter=SecondsFilter(CHECKPOINT_SECS))
+    handled.add_event_handler(every_600s, saver, to_save)
+    return {"Ignite Engine (bare)": engine_block(bare), "Ignite Engine + handlers": engine_block(handled)}
+
+
+def _lightning_variants(
+    model: Any, opt: Any, stream: Iterator[Any], directory: str
+) -> dict[str, Callable[[int], float]]:
+    """Lightning's minimal ``Trainer.fit`` over ``steps`` batches (and twice that); {} without it."""
+    try:
+        import lightning as L
+    except ImportError:
+        return {}
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"lightning\..*")
+
+    class MLP(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = model
+
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            x, y = batch
+            return torch.nn.functional.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self) -> Any:
+            return opt
+
+    module = MLP()
+
+    def fit(scale: int) -> Callable[[int], float]:
+        def block(steps: int) -> float:
+            trainer = L.Trainer(
+                max_steps=steps * scale, accelerator="cpu", devices=1, logger=False,
+                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                default_root_dir=directory,
+            )
+            data = (next(stream) for _ in range(steps * scale + 2))  # +2: Lightning fetches ahead
+            start = time.perf_counter()
+            trainer.fit(module, train_dataloaders=data)
+            elapsed = time.perf_counter() - start
+            if trainer.global_step != steps * scale:
+                raise AssertionError(f"Lightning ran {trainer.global_step} of {steps * scale} steps")
+            return elapsed / scale
+
+        return block
+
+    return {LIGHTNING_FIT: fit(1), LIGHTNING_FIT_2N: fit(2)}
+
+
+def loop(call: Callable[[], Any]) -> Callable[[int], float]:
+    """A block: ``steps`` calls of ``call``; returns the seconds they took."""
+
+    def block(steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            call()
+        return time.perf_counter() - start
+
+    return block
+
+
+def _endless(stream: Iterator[Any]) -> Iterator[Any]:
+    while True:
+        yield next(stream)
+
+
+class StepRateLogger:
+    """Ignite's stand-in for StepCounterHook: logs iterations per second (INFO), when called."""
+
+    def __init__(self) -> None:
+        self.logger = logging.getLogger("bench_torch.ignite")
+        self.last: tuple[float, int] | None = None
+
+    def __call__(self, engine: Any) -> None:
+        now, iteration = time.time(), engine.state.iteration
+        if self.last is not None and now > self.last[0]:
+            self.logger.info("iterations/sec: %g", (iteration - self.last[1]) / (now - self.last[0]))
+        self.last = (now, iteration)
+
+
+class SecondsFilter:
+    """An Ignite event filter that lets an event through once every ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.last = time.time()
+
+    def __call__(self, engine: Any, event: int) -> bool:
+        now = time.time()
+        if now - self.last < self.seconds:
+            return False
+        self.last = now
+        return True
+
+
+def peer_blocks(
+    variants: dict[str, Callable[[int], float]], steps: int, rounds: int, seed: int
+) -> dict[str, list[float]]:
+    """Per-step seconds of each variant, one block of ``steps`` of every variant per round, shuffled."""
+    names = list(variants)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    rng = random.Random(seed)
+    for name in names:  # warm-up
+        variants[name](steps)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            rng.shuffle(names)
+            for name in names:
+                samples[name].append(variants[name](steps) / steps)
+    finally:
+        gc.enable()
+    return samples
+
+
+def peer_table(samples: dict[str, list[float]], steps: int) -> list[dict[str, Any]]:
+    """Rows: per-step median, overhead over the bare loop, looprt's overhead as a ratio to each peer's."""
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    if LIGHTNING_FIT_2N in medians:
+        # Twice the steps minus the steps: Lightning's per-step cost without fit's fixed start-up.
+        medians[LIGHTNING_MARGINAL] = 2 * medians[LIGHTNING_FIT_2N] - medians[LIGHTNING_FIT]
+    bare = medians["bare loop"]
+    looprt_overhead = medians["MonitoredTrainingSession loop"] - bare
+    rows = []
+    for name, median in medians.items():
+        overhead = median - bare
+        rows.append({
+            "variant": name,
+            "per_step_us": median * 1e6,
+            "overhead_us": None if name == "bare loop" else overhead * 1e6,
+            "overhead_ratio": overhead / bare,
+            "looprt_ratio": looprt_overhead / overhead if name in PEER_REFERENCES and overhead > 0 else None,
+        })
+    return rows
+
+
+def print_peer_table(rows: list[dict[str, Any]], steps: int, rounds: int) -> None:
+    print(
+        f"\nBlocks of {steps} steps, one block of every variant per round in random order, {rounds} rounds; "
+        "medians per step"
+    )
+    print(f"{'variant':<44} {'per-step us':>12} {'overhead us':>12} {'overhead':>9} {'looprt/peer':>12}")
+    for row in rows:
+        overhead = "-" if row["overhead_us"] is None else f"{row['overhead_us']:.2f}"
+        ratio = "-" if row["looprt_ratio"] is None else f"{row['looprt_ratio']:.3f}"
+        print(
+            f"{row['variant']:<44} {row['per_step_us']:>12.1f} {overhead:>12} {row['overhead_ratio']:>9.2%} "
+            f"{ratio:>12}"
+        )
+    print(
+        "looprt/peer: MonitoredTrainingSession's overhead (this table) over the peer's. Ignite + handlers\n"
+        "does MonitoredTrainingSession's default work (a step-rate log every 100 steps, a checkpoint every\n"
+        "600 s checked every step; no summaries); each block is one engine.run. Lightning: a minimal\n"
+        "Trainer (no logger, checkpointing, progress bar or model summary); a block is one fit on a new\n"
+        "Trainer, whose start-up the fit rows include and the marginal row leaves out."
+    )
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3000, help="steps of each variant (default 3000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random orders (default 0)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 30 rounds")
     parser.add_argument("--batch", type=int, default=BATCH, help=f"minibatch size (default {BATCH})")
-    parser.add_argument("--fused", action="store_true", help="add the experiment that inlines an idle run")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--block-steps", type=int, default=100, help="steps per block in the peers' table")
+    parser.add_argument("--block-rounds", type=int, default=15, help="blocks of each variant (peers' table)")
+    parser.add_argument("--no-peers", action="store_true", help="skip the Ignite and Lightning table")
     parser.add_argument(
         "--profile", action="store_true", help="only profile 1000 MonitoredTrainingSession steps (cProfile)"
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds = 30
-    if args.rounds < 1 or args.batch < 1:
-        parser.error("--rounds and --batch must be at least 1")
+        args.rounds, args.block_steps, args.block_rounds = 30, 10, 2
+    if min(args.rounds, args.batch, args.block_steps, args.block_rounds) < 1:
+        parser.error("--rounds, --batch, --block-steps and --block-rounds must be at least 1")
     torch.set_num_threads(1)
 
     train_step, model, opt, batches = build(args.batch)
@@ -286,15 +468,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "raw session": lambda: raw.run(step),
             "MonitoredTrainingSession": lambda: monitored.run(monitored_step),
         }
-        if args.fused:
-            fused_step = program()
-            fused = stack.enter_context(monitored_factory(fused_step.program))
-            variants["fused idle run (experiment)"] = fused_idle_run(fused, fused_step)
         for _ in range(20):  # warm-up
             for call in variants.values():
                 call()
         samples = interleaved(variants, args.rounds, args.seed)
         own = empty_step_cost(monitored_factory, 1000, 5 if args.quick else 15)
+        peer_samples = None
+        if not args.no_peers:
+            peer_samples = peer_blocks(
+                {
+                    "bare loop": loop(bare),
+                    "bare loop, again (A/A control)": loop(bare_again),
+                    "MonitoredTrainingSession loop": loop(lambda: monitored.run(monitored_step)),
+                    **_ignite_variants(train_step, model, opt, stream, tempfile.mkdtemp(dir=directory)),
+                    **_lightning_variants(model, opt, stream, tempfile.mkdtemp(dir=directory)),
+                },
+                args.block_steps,
+                args.block_rounds,
+                args.seed,
+            )
 
     bare_median = statistics.median(samples["bare"])
     rows = []
@@ -338,6 +530,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"target: MonitoredTrainingSession adds < {TARGET:.0%} to the step: {'met' if met else 'NOT met'} "
         f"(measured {measured:.2%}; looprt's own time, hot, {isolated:.2%})"
     )
+    peers = None
+    if peer_samples is not None:
+        peer_rows = peer_table(peer_samples, args.block_steps)
+        print_peer_table(peer_rows, args.block_steps, args.block_rounds)
+        missing = [
+            name for name, present in (
+                ("pytorch-ignite", any(n.startswith("Ignite") for n in peer_samples)),
+                ("lightning", LIGHTNING_FIT in peer_samples),
+            ) if not present
+        ]
+        if missing:
+            print(f"not installed, skipped: {', '.join(missing)}")
+        peers = {
+            "block_steps": args.block_steps,
+            "rounds": args.block_rounds,
+            "rows": peer_rows,
+            "samples_us": {name: [v * 1e6 for v in values] for name, values in peer_samples.items()},
+        }
     report = {
         "config": {"rounds": args.rounds, "seed": args.seed, "sizes": SIZES, "batch": args.batch},
         "versions": {
@@ -347,6 +557,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "rows": rows,
         "target": {"ratio": TARGET, "met": met, "measured": measured, "looprt_own": isolated},
+        "peers": peers,
     }
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

@@ -80,7 +80,12 @@ def main(argv: list[str] | None = None) -> float:
         return {"loss": loss, "accuracy": (logits.argmax(1) == y).float().mean()}
 
     # One line makes the step a program; Epochs goes round the loader and resumes mid-epoch.
-    step = looprt.wrap(train_step, state={"model": model, "opt": opt}, inputs=looprt_torch.Epochs(loader))
+    step = looprt.wrap(
+        train_step,
+        state={"model": model, "opt": opt},
+        inputs=looprt_torch.Epochs(loader),
+        outputs=("loss", "accuracy"),
+    )
     step.program.summary("loss", step.loss)
     step.program.summary("accuracy", step.accuracy)
     every = max(args.steps // 5, 1)

@@ -23,6 +23,7 @@ HEADER_COLUMNS = ("hooks", "per-step us", "overhead us", "looprt/TF", "looprt/Ig
 HAS_TF = find_spec("tensorflow") is not None
 HAS_TORCH = find_spec("torch") is not None
 HAS_IGNITE = find_spec("ignite") is not None and HAS_TORCH
+HAS_LIGHTNING = find_spec("lightning") is not None and HAS_TORCH
 
 
 def _run(script: str, *args: str, tmp_path: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -59,10 +60,15 @@ def test_overhead_quick_run_without_peers(tmp_path: Path) -> None:
     result = _run("bench_overhead.py", "--quick", "--no-tf", "--no-ignite", "--json", str(out), tmp_path=tmp_path)
     report = _report(result, out)
 
-    assert len(_overhead_header_lines(result.stdout)) == 1, result.stdout
+    # Table 1 (trivial session) and table 3 (standard hooks, each runtime's own session).
+    assert len(_overhead_header_lines(result.stdout)) == 2, result.stdout
     assert "--no-tf given: skipping the TensorFlow column" in result.stdout
     assert "--no-ignite given: skipping the Ignite column" in result.stdout
-    assert "target: looprt overhead <= 0.25 x TF's at 0 and 5 hooks: not checked" in result.stdout
+    assert "target: looprt overhead <= 0.25 x TF's at 0, 5, 20 hooks (standard hooks): not checked" in result.stdout
+    standard = [(row["runtime"], row["role"], row["hooks"]) for row in report["standard"]["rows"]]
+    assert standard == [
+        ("looprt", "bare", 0), ("looprt", "aa", 0), ("looprt", "hooks", 0), ("looprt", "hooks", 5), ("looprt", "hooks", 20)
+    ]
     assert "NumPy softmax regression step" in result.stdout
 
     runtimes = {(row["runtime"], row["hooks"]) for row in report["overhead"]}
@@ -167,15 +173,16 @@ def test_all_quick_run_prints_one_table(tmp_path: Path) -> None:
     assert set(report["reports"]) == {"overhead", "merge", "memory", "torch"}
     assert (report["reports"]["torch"] is not None) == HAS_TORCH
     # --verbose: each benchmark's own tables come first.
-    assert len(_overhead_header_lines(result.stdout)) == 1
+    assert len(_overhead_header_lines(result.stdout)) == 2
     assert "Table 2: looprt.MonitoredSession run against the number of hooks" in result.stdout
 
     cases = [row["case"] for row in report["summary"] if row["benchmark"] == "overhead"]
     expected = []
-    if HAS_TF:
-        expected += [f"overhead/step, {n} hooks, vs tf.train.MonitoredSession" for n in (0, 5, 20)]
-    if HAS_IGNITE:
-        expected += [f"overhead/step, {n} hooks, vs ignite.engine.Engine" for n in (0, 5, 20)]
+    for table in ("standard hooks", "overhead/step"):
+        if HAS_TF:
+            expected += [f"{table}, {n} hooks, vs tf.train.MonitoredSession" for n in (0, 5, 20)]
+        if HAS_IGNITE:
+            expected += [f"{table}, {n} hooks, vs ignite.engine.Engine" for n in (0, 5, 20)]
     assert cases == expected
     overhead = report["reports"]["overhead"]
     ignite_rows = [row for row in overhead["overhead"] if row["runtime"] == "ignite"]
@@ -190,18 +197,34 @@ def test_all_quick_run_prints_one_table(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="needs PyTorch")
-def test_torch_fused_experiment_and_batch_option(tmp_path: Path) -> None:
+def test_torch_batch_option(tmp_path: Path) -> None:
     out = tmp_path / "torch.json"
-    result = _run("bench_torch.py", "--quick", "--fused", "--batch", "16", "--json", str(out), tmp_path=tmp_path)
+    result = _run("bench_torch.py", "--quick", "--no-peers", "--batch", "16", "--json", str(out), tmp_path=tmp_path)
     report = _report(result, out)
     assert report["config"]["batch"] == 16
-    assert [row["variant"] for row in report["rows"]][-2:] == [
-        "MonitoredTrainingSession", "fused idle run (experiment)"
-    ]
-    # The verdict is about the monitored session, not the experiment listed after it.
-    monitored = report["rows"][-2]
+    assert [row["variant"] for row in report["rows"]][-1] == "MonitoredTrainingSession"
+    monitored = report["rows"][-1]
     assert report["target"]["measured"] == monitored["overhead_ratio"]
     assert "batch 16" in result.stdout
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="needs PyTorch")
+def test_torch_peers_table(tmp_path: Path) -> None:
+    out = tmp_path / "torch.json"
+    result = _run("bench_torch.py", "--quick", "--json", str(out), tmp_path=tmp_path)
+    report = _report(result, out)
+    peers = report["peers"]
+    assert (peers["block_steps"], peers["rounds"]) == (10, 2)
+    variants = [row["variant"] for row in peers["rows"]]
+    assert variants[:3] == ["bare loop", "bare loop, again (A/A control)", "MonitoredTrainingSession loop"]
+    assert ("Ignite Engine + handlers" in variants) == HAS_IGNITE
+    assert ("Lightning, marginal per step" in variants) == HAS_LIGHTNING
+    for name, samples in peers["samples_us"].items():
+        assert len(samples) == 2, name
+    if not (HAS_IGNITE and HAS_LIGHTNING):
+        assert "not installed, skipped:" in result.stdout
+    no_peers = _run("bench_torch.py", "--quick", "--no-peers", "--json", str(out), tmp_path=tmp_path)
+    assert _report(no_peers, out)["peers"] is None
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="needs PyTorch")

@@ -463,7 +463,7 @@ CRASH_SCRIPT = textwrap.dedent(
     import os, sys
     import numpy as np
     from looprt.backends.numpy import NumpyBackend
-    from looprt.checkpoint import CheckpointManager
+    from looprt.checkpoint import CheckpointManager, set_fault_hook
 
     directory, point = sys.argv[1], sys.argv[2]
 
@@ -476,7 +476,7 @@ CRASH_SCRIPT = textwrap.dedent(
         return names
 
     if point == "index":
-        CheckpointManager._write_index = lambda *args: os._exit(3)
+        set_fault_hook(lambda boundary, subject: os._exit(3) if boundary == "index.write.before" else None)
     manager = CheckpointManager(directory, max_to_keep=2)
     manager.save({"global_step": np.int64(9), "w": np.ones(3)}, 9, writer)
     """

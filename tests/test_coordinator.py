@@ -50,7 +50,7 @@ class Impl:
     logger: str
 
 
-LOOPRT = Impl("looprt", looprt.Coordinator, looprt.LooperThread, OutOfRangeError, "looprt")
+LOOPRT = Impl("looprt", looprt.Coordinator, looprt.LooperThread, OutOfRangeError, "looprt.coordinator")
 
 
 def tensorflow_impl() -> Impl:
@@ -1118,6 +1118,6 @@ def test_scenarios_can_fail() -> None:
             with contextlib.suppress(RuntimeError):
                 super().join(threads, stop_grace_period_secs, **kw)
 
-    broken = Impl("broken", ForgetfulCoordinator, looprt.LooperThread, OutOfRangeError, "looprt")
+    broken = Impl("broken", ForgetfulCoordinator, looprt.LooperThread, OutOfRangeError, "looprt.coordinator")
     name = "join_reraises_reported_exception[instance]"
     assert run_scenario(name, broken) != SCENARIOS[name].expected

@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["looprt.structure", "looprt.program"]
+MODULES = ["looprt.structure", "looprt.program.program"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -114,7 +114,7 @@ def test_a_program_runs_on_it_with_hooks_and_checkpoints(site: Path, tmp_path: P
 
 
 def test_a_registered_factory_wins_over_the_entry_point(site: Path) -> None:
-    class Mine(looprt.backends.ProgramBackend):
+    class Mine(looprt.program.ProgramBackend):
         name = NAME
 
     register_backend(NAME, Mine)

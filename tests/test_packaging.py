@@ -150,7 +150,7 @@ def test_configured_logging_shows_the_warnings(tmp_path: Path) -> None:
         [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
         timeout=120, check=True,
     )
-    assert "WARNING:looprt:Model diverged with loss = NaN." in result.stderr
+    assert "WARNING:looprt.hooks.nan_tensor:Model diverged with loss = NaN." in result.stderr
     assert "global step has not been increased" in result.stderr
 
 

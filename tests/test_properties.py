@@ -214,13 +214,13 @@ def test_merged_run_gives_every_requester_its_own_structure(user: Any, requests:
     raw = creator.sessions[0]
     assert raw.closed
     assert len(raw.seen) == n_runs  # one raw run per call, whatever the hooks ask
-    fetching = [h for h in hooks if _fetches_of(h.request) is not None]
+    fetching = [i for i, h in enumerate(hooks) if _fetches_of(h.request) is not None]
     for seen in raw.seen:
-        if fetching:  # TF's merged request: {"caller": fetches, hook: its fetches, ...}
+        if fetching:  # the merged request, keyed by position: {-1: fetches, i: the i-th hook's, ...}
             assert type(seen) is dict
-            assert list(seen) == ["caller", *fetching]
-            assert seen["caller"] is user
-            assert all(seen[h] is h.request.fetches for h in fetching)
+            assert list(seen) == [-1, *fetching]
+            assert seen[-1] is user
+            assert all(seen[i] is hooks[i].request.fetches for i in fetching)
         else:
             assert seen is user
     for hook in hooks:

@@ -260,6 +260,16 @@ def test_close_is_idempotent_and_later_writes_are_warned_noops_until_reopen(
     assert scalars(tmp_path, "x") == [(1, 1.0), (3, 3.0)]
 
 
+def test_files_opened_in_one_second_sort_in_the_order_they_were_opened(tmp_path: Path) -> None:
+    # The process-wide counter crosses 9 -> 10 and 99 -> 100 here: unpadded, ".10" sorted before ".9".
+    names = []
+    for _ in range(120):
+        writer = SummaryWriter(tmp_path)
+        names.append(writer.file_name)
+        writer.close()
+    assert sorted(names) == names  # type: ignore[type-var]
+
+
 def test_the_event_file_starts_with_its_version(tmp_path: Path) -> None:
     with SummaryWriter(tmp_path / "new" / "dir") as writer:
         assert writer.logdir == str(tmp_path / "new" / "dir") == writer.get_logdir()

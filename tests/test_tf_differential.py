@@ -98,6 +98,7 @@ class World:
         self.log: list[tuple[Any, ...]] = []
         self.raw_runs = 0
         self.creations = 0
+        self.hooks: list[Any] = []  # in the order the session was given them
 
     def error(self, kind: str, where: str) -> BaseException:
         if kind == "user":
@@ -122,7 +123,7 @@ class FakeSession:
         world = self.world
         world.raw_runs += 1
         n = world.raw_runs
-        caller, hooks = split_merged(fetches)
+        caller, hooks = split_merged(fetches, world.hooks)
         feeds = None if feed_dict is None else dict(feed_dict)
         world.log.append(("raw.run", self.sid, n, canon(caller), canon(hooks), feeds))
         kind = world.scenario.get("raw_errors", {}).get(n)
@@ -179,12 +180,14 @@ def canon(value: Any) -> Any:
     return value
 
 
-def split_merged(fetches: Any) -> tuple[Any, dict[Any, Any]]:
+def split_merged(fetches: Any, hooks: list[Any]) -> tuple[Any, dict[Any, Any]]:
     """``(caller's fetches, {hook: its fetches})`` whether or not the session merged them.
 
     TF always sends ``{"caller": fetches, hook: ...}``; looprt sends the
-    caller's fetches untouched when no hook fetches. Scenarios never use a
-    top-level ``"caller"`` key of their own, so the two forms are unambiguous.
+    caller's fetches untouched when no hook fetches, and otherwise keys them
+    by position (``{-1: caller's, i: the i-th hook's}``), which is mapped back
+    to ``hooks[i]`` here. Scenarios never use such top-level keys of their
+    own, so the forms are unambiguous.
     """
     if (
         isinstance(fetches, dict)
@@ -192,6 +195,8 @@ def split_merged(fetches: Any) -> tuple[Any, dict[Any, Any]]:
         and all(key == "caller" or isinstance(key, RecordingHookMixin) for key in fetches)
     ):
         return fetches["caller"], {key: value for key, value in fetches.items() if key != "caller"}
+    if isinstance(fetches, dict) and -1 in fetches and all(type(key) is int for key in fetches):
+        return fetches[-1], {hooks[key]: value for key, value in fetches.items() if key != -1}
     return fetches, {}
 
 
@@ -327,6 +332,7 @@ def drive(side: Side, scenario: dict[str, Any]) -> list[tuple[Any, ...]]:
     ]
     if scenario.get("duplicate_hook") and hooks:
         hooks.append(hooks[0])
+    world.hooks = hooks
     with side.graph_context():
         try:
             sess = side.monitored_session(session_creator=FakeCreator(world), hooks=hooks)

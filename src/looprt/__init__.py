@@ -19,7 +19,9 @@ from looprt.errors import (
     LooprtError,
     OpError,
     OutOfRangeError,
+    StateUpdateError,
     StopRequestedError,
+    TrainingEndedError,
     UnavailableError,
 )
 from looprt.hooks import (
@@ -42,16 +44,16 @@ from looprt.hooks import (
     StopAtStepHook,
     SummarySaverHook,
 )
-from looprt.monitored_session import MonitoredSession, SingularMonitoredSession
 from looprt.program import Input, Output, Program, State, Step, get_default_program, wrap
-from looprt.program_session import ProgramSession
-from looprt.run_options import RunMetadata, RunOptions
-from looprt.scaffold import Scaffold
-from looprt.session_creator import ChiefSessionCreator, SessionCreator, WorkerSessionCreator
-from looprt.step_context import StepContext
+from looprt.program.session import ProgramSession
+from looprt.session.creator import ChiefSessionCreator, SessionCreator, WorkerSessionCreator
+from looprt.session.monitored import MonitoredSession, SingularMonitoredSession
+from looprt.session.run_options import RunMetadata, RunOptions
+from looprt.session.scaffold import Scaffold
+from looprt.session.step_context import StepContext
+from looprt.session.training import MonitoredTrainingSession
 from looprt.summary import SummaryWriter, SummaryWriterCache
 from looprt.timer import NeverTriggerTimer, SecondOrStepTimer
-from looprt.training_session import MonitoredTrainingSession
 from looprt.training_util import get_global_step
 
 __version__ = "0.1.0"
@@ -105,6 +107,7 @@ __all__ = [
     "SessionRunValues",
     "SingularMonitoredSession",
     "State",
+    "StateUpdateError",
     "Step",
     "StepContext",
     "StepCounterHook",
@@ -113,6 +116,7 @@ __all__ = [
     "SummarySaverHook",
     "SummaryWriter",
     "SummaryWriterCache",
+    "TrainingEndedError",
     "UnavailableError",
     "WorkerSessionCreator",
     "__version__",

@@ -24,7 +24,7 @@ from looprt.errors import OutOfRangeError
 
 __all__ = ["Coordinator", "LooperThread"]
 
-logger = logging.getLogger("looprt")
+logger = logging.getLogger(__name__)
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 

@@ -18,13 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from looprt.program import Program, Step
-from looprt.program_session import ProgramSession
-from looprt.scaffold import Scaffold
+from looprt.program.handles import Step
+from looprt.program.program import Program
+from looprt.program.session import ProgramSession
+from looprt.session.scaffold import Scaffold
 
 __all__ = ["DemoResult", "build_numpy_program", "build_torch_program", "run_demo"]
 
-logger = logging.getLogger("looprt.demo")
+logger = logging.getLogger(__name__)
 
 CLASSES, FEATURES, HIDDEN, BATCH = 10, 32, 64, 64
 
@@ -163,7 +164,7 @@ def run_demo(
     from looprt.hooks.logging_tensor import LoggingTensorHook
     from looprt.hooks.progress import ProgressBarHook
     from looprt.hooks.stop_at_step import StopAtStepHook
-    from looprt.training_session import MonitoredTrainingSession
+    from looprt.session.training import MonitoredTrainingSession
 
     prog, train, evaluate = _BUILDERS[backend](seed)
     stop = StopAtStepHook(num_steps=steps)

@@ -36,8 +36,10 @@ __all__ = [
     "OutOfRangeError",
     "PermissionDeniedError",
     "ResourceExhaustedError",
+    "StateUpdateError",
     "StepFnSignatureError",
     "StopRequestedError",
+    "TrainingEndedError",
     "UnavailableError",
     "UnimplementedError",
     "UnknownError",
@@ -175,3 +177,11 @@ class ClosedSessionError(LooprtError, RuntimeError, AttributeError):
 
 class StepFnSignatureError(LooprtError, ValueError):
     """``run_step_fn`` was given a function with the wrong arguments."""
+
+
+class StateUpdateError(LooprtError, TypeError):
+    """A step's update of its state would not reach the state; names the step, the state, the fix."""
+
+
+class TrainingEndedError(LooprtError, RuntimeError):
+    """A fetch in ``end()`` would run a step that advances the global step past the end of training."""

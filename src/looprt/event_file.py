@@ -284,7 +284,9 @@ class EventFile:
     """A new event file in ``logdir`` (created if needed), opened for appending records.
 
     Its name is ``events.out.tfevents.<seconds>.<host>.<pid>.<n><suffix>``
-    (``n`` counts the files this process opened), as TensorBoard looks for;
+    (``n``, zero-padded to six digits, counts the files this process opened,
+    so that files opened in one second sort, and TensorBoard reads them, in
+    the order they were written), as TensorBoard looks for;
     it is created exclusively, so a file of another writer is never
     truncated. The file-version event is written first.
     """
@@ -295,7 +297,7 @@ class EventFile:
         os.makedirs(logdir, exist_ok=True)
         now = time.time()
         host, pid, n = socket.gethostname(), os.getpid(), next(_file_ids)
-        name = f"events.out.tfevents.{int(now):010d}.{host}.{pid}.{n}{suffix}"
+        name = f"events.out.tfevents.{int(now):010d}.{host}.{pid}.{n:06d}{suffix}"
         self.path = os.path.join(logdir, name)
         self._file: BinaryIO = open(self.path, "xb")  # noqa: SIM115 - closed by close()
         self.write(event(wall_time=now, file_version=FILE_VERSION))

@@ -31,7 +31,7 @@ from looprt import event_file
 
 __all__ = ["SummaryWriter", "SummaryWriterCache"]
 
-logger = logging.getLogger("looprt")
+logger = logging.getLogger(__name__)
 
 _SERIALIZED = (bytes, bytearray, memoryview)
 

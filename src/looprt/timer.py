@@ -8,7 +8,6 @@ function returning seconds) to control time in tests.
 
 from __future__ import annotations
 
-import math
 import numbers
 import time
 from collections.abc import Callable
@@ -67,22 +66,6 @@ class SecondOrStepTimer:
     def last_triggered_step(self) -> int | None:
         return self._last_triggered_step
 
-    def idle_until(self) -> tuple[float, float] | None:
-        """``(step, time)``: no step below ``step`` triggers before ``time.time()`` reaches ``time``.
-
-        None when the next step asked about may trigger (nothing triggered
-        yet), or when the timer counts seconds on a clock other than
-        ``time.time`` (see ``looprt.hooks.idle``).
-        """
-        last_step = self._last_triggered_step
-        if last_step is None:
-            return None
-        if self._every_secs is not None:
-            if self._clock is not time.time:
-                return None
-            return (math.inf, self._last_triggered_time + self._every_secs)  # type: ignore[operator]
-        return (last_step + self._every_steps, math.inf)  # type: ignore[operator]
-
 
 class NeverTriggerTimer:
     """A timer that never triggers (for hooks that only act at the end)."""
@@ -98,6 +81,3 @@ class NeverTriggerTimer:
 
     def last_triggered_step(self) -> int | None:
         return None
-
-    def idle_until(self) -> tuple[float, float] | None:
-        return (math.inf, math.inf)

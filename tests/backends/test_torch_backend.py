@@ -298,7 +298,7 @@ def test_wrap_runs_an_unchanged_step_until_the_loader_is_exhausted(tmp_path: Pat
         opt.step()
         return {"loss": loss}
 
-    step = looprt.wrap(train_step, state={"model": model, "opt": opt}, inputs=loader)
+    step = looprt.wrap(train_step, state={"model": model, "opt": opt}, inputs=loader, outputs=("loss",))
     assert step.program.backend.name == "torch"
     step.program.summary("loss", step.loss)
     runs = 0

@@ -34,7 +34,11 @@ def test_steps_that_fetch_nothing_make_no_device_to_host_sync(tmp_path: Path) ->
         return {"loss": loss}
 
     step = looprt.wrap(
-        train_step, state={"model": model, "opt": opt}, inputs=loader, backend=TorchBackend(device="cuda")
+        train_step,
+        state={"model": model, "opt": opt},
+        inputs=loader,
+        outputs=("loss",),
+        backend=TorchBackend(device="cuda"),
     )
     with looprt.MonitoredTrainingSession(
         checkpoint_dir=str(tmp_path), scaffold=looprt.Scaffold(program=step.program)
@@ -83,6 +87,7 @@ def amp_program() -> Any:
         train_step,
         state={"model": model, "opt": opt, "scaler": scaler},
         inputs=loader,
+        outputs=("loss", "scale"),
         backend=TorchBackend(device="cuda"),
     )
 
@@ -155,7 +160,11 @@ def compiled_program() -> Any:
         return {"loss": loss}
 
     return looprt.wrap(
-        train_step, state={"model": model, "opt": opt}, inputs=batches, backend=TorchBackend(device="cuda")
+        train_step,
+        state={"model": model, "opt": opt},
+        inputs=batches,
+        outputs=("loss",),
+        backend=TorchBackend(device="cuda"),
     )
 
 

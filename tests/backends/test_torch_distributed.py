@@ -64,7 +64,9 @@ def build(seed: int, dropout: float = 0.0) -> Any:
         opt.step()
         return {"loss": loss}
 
-    return looprt.wrap(train_step, state={"model": model, "opt": opt}, inputs=looprt_torch.Epochs(loader))
+    return looprt.wrap(
+        train_step, state={"model": model, "opt": opt}, inputs=looprt_torch.Epochs(loader), outputs=("loss",)
+    )
 
 
 class StopHereHook(looprt.SessionRunHook):

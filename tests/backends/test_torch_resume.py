@@ -69,6 +69,7 @@ def build(epochs: bool = False, generator: bool = True, size: int = 200) -> Any:
         train_step,
         state={"model": model, "opt": opt, "sched": sched},
         inputs=Epochs(loader) if epochs else loader,
+        outputs=("loss",),
     )
 
 
@@ -188,7 +189,12 @@ def compiled_amp_program(directory: str, last_step: int) -> list[float]:
         scaler.update()
         return {"loss": loss, "scale": scaler.get_scale()}
 
-    step = looprt.wrap(train_step, state={"model": model, "opt": opt, "scaler": scaler}, inputs=batches)
+    step = looprt.wrap(
+        train_step,
+        state={"model": model, "opt": opt, "scaler": scaler},
+        inputs=batches,
+        outputs=("loss", "scale"),
+    )
     losses = []
     with looprt.MonitoredTrainingSession(
         checkpoint_dir=directory,

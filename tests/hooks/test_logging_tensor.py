@@ -38,7 +38,7 @@ def monitored(prog: looprt.Program, hooks: list[Any]) -> looprt.MonitoredSession
     return looprt.MonitoredSession(looprt.ChiefSessionCreator(looprt.Scaffold(program=prog)), hooks=hooks)
 
 
-def messages(caplog: pytest.LogCaptureFixture, logger: str = "looprt") -> list[str]:
+def messages(caplog: pytest.LogCaptureFixture, logger: str = "looprt.hooks.logging_tensor") -> list[str]:
     """What the hooks logged (TF's and looprt's loggers also carry other modules' lines)."""
     modules = {"basic_session_run_hooks", "logging_tensor"}
     return [r.getMessage() for r in caplog.records if r.name == logger and r.module in modules]
@@ -90,7 +90,7 @@ def test_every_n_iter_logs_sorted_tags_with_elapsed_seconds(info: pytest.LogCapt
         "gs = 2, loss = 1.5 (0.500 sec)",
         "gs = 4, loss = 2.5 (0.500 sec)",
     ]
-    assert all(r.levelno == logging.INFO for r in info.records if r.name == "looprt")
+    assert all(r.levelno == logging.INFO for r in info.records if r.name == "looprt.hooks.logging_tensor")
 
 
 def test_list_keeps_its_order_and_items_are_their_own_tags(info: pytest.LogCaptureFixture) -> None:
@@ -264,3 +264,27 @@ def test_matches_tensorflow(
             clock.now += tick
     assert tf_messages  # the comparison is not vacuous
     assert messages(caplog) == tf_messages
+
+
+def test_a_subclass_replaces_the_tensors_for_the_same_tags(info: pytest.LogCaptureFixture) -> None:
+    prog, train = make_program()
+
+    class Doubled(LoggingTensorHook):
+        """Logs twice the given state: what a subclass resolving its fetchables in begin does."""
+
+        def begin(self) -> None:
+            super().begin()
+            self.tensors = {tag: train.loss for tag in self.tensors}
+
+    hook = Doubled({"w": "w"}, every_n_iter=1)
+    assert hook.tensors == {"w": "w"}
+    with monitored(prog, [hook]) as sess:
+        drive(sess, train, None, runs=2)
+    assert messages(info)[0] == "w = 0.5"
+
+
+def test_the_tensors_keep_their_tags() -> None:
+    hook = LoggingTensorHook({"loss": "loss", "w": "w"}, every_n_iter=1)
+    with pytest.raises(ValueError, match=r"missing \['w'\], unknown \['x'\]"):
+        hook.tensors = {"loss": "loss", "x": "x"}
+    assert hook.tensors == {"loss": "loss", "w": "w"}

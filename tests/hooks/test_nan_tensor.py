@@ -40,7 +40,7 @@ def monitored(prog: looprt.Program, hooks: list[Any]) -> looprt.MonitoredSession
 
 
 def looprt_records(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
-    return [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "looprt"]
+    return [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "looprt.hooks.nan_tensor"]
 
 
 def test_error_class() -> None:

@@ -172,7 +172,7 @@ class Config:
     sabotage: str | None = None  # break the protocol on purpose, to show the campaign notices
 
 
-def _careless_move_aside(self: Any, path: str, kind: str, name: str) -> str:
+def _careless_move_aside(directory: str, path: str, kind: str, name: str) -> str:
     """Sabotage: delete a checkpoint about to be replaced instead of moving it aside."""
     shutil.rmtree(path)
     return path + ".gone"
@@ -180,7 +180,7 @@ def _careless_move_aside(self: Any, path: str, kind: str, name: str) -> str:
 
 SABOTAGE: dict[str, Callable[[], None]] = {
     "careless-replace": lambda: setattr(
-        __import__("looprt.checkpoint").checkpoint.CheckpointManager, "_move_aside", _careless_move_aside
+        __import__("looprt.checkpoint.commit").checkpoint.commit, "move_aside", _careless_move_aside
     ),
 }
 

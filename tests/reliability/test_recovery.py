@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import looprt
-from looprt.recoverable_session import RecoverableSession
+from looprt.session.recoverable import RecoverableSession
 
 LAST_STEP = 20
 

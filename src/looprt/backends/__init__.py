@@ -1,14 +1,16 @@
-"""Backends: the protocol every framework adapter follows, and the registry.
+"""Backends: the protocols every framework adapter follows, and the registry.
 
-Nothing here imports a framework; each adapter imports its own lazily.
+Nothing here imports a framework; each adapter imports its own lazily. The
+default implementation adapters subclass is ``looprt.program.ProgramBackend``.
 """
 
-from looprt.backends.protocol import Backend, ProgramBackend, Session
+from looprt.backends.protocol import Backend, CountingSession, EndableSession, Session
 from looprt.backends.registry import available_backends, get_backend, register_backend
 
 __all__ = [
     "Backend",
-    "ProgramBackend",
+    "CountingSession",
+    "EndableSession",
     "Session",
     "available_backends",
     "get_backend",

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from looprt.backends.protocol import ProgramBackend
+from looprt.program.backend import ProgramBackend
 
 if TYPE_CHECKING:
-    from looprt.program import State
+    from looprt.program.handles import State
 
 __all__ = ["NumpyBackend"]
 
@@ -41,15 +41,33 @@ class NumpyBackend(ProgramBackend):
             return value[()]
         return value
 
+    def check_assign(self, state: State, value: Any) -> None:
+        """Raise ``ValueError`` if ``value`` cannot be assigned to array state; change nothing.
+
+        An array's value must have its shape and a dtype that casts to its
+        dtype within the same kind (float64 to float32, not float to int).
+        State that is not an array is replaced, and takes any value.
+        """
+        live = state.value
+        if not isinstance(live, np.ndarray):
+            return
+        new = np.asarray(value)
+        if new.shape != live.shape:
+            raise ValueError(
+                f"state {state.name!r} has shape {live.shape}; the value to restore has {new.shape}"
+            )
+        if not np.can_cast(new.dtype, live.dtype, casting="same_kind"):
+            raise ValueError(
+                f"state {state.name!r} has dtype {live.dtype}; the value to restore has {new.dtype}, "
+                "which does not cast to it"
+            )
+
     def assign(self, state: State, value: Any) -> None:
+        """Set ``state`` from ``value``: arrays in place, after ``check_assign``; others replaced."""
         live = state.value
         if isinstance(live, np.ndarray):
-            new = np.asarray(value)
-            if new.shape != live.shape:
-                raise ValueError(
-                    f"state {state.name!r} has shape {live.shape}; the value to restore has {new.shape}"
-                )
-            live[...] = new
+            self.check_assign(state, value)
+            live[...] = value
         else:
             state.value = copy.deepcopy(value)
 

@@ -37,12 +37,17 @@ The modules, one concept each (all log to the ``looprt.checkpoint`` logger):
 * ``format``: the on-disk format: names, checksums, manifests, the index,
   ``verify_checkpoint``;
 * ``files``: file-system helpers (fsync, delete without raising);
-* ``latest``: ``latest_checkpoint``, skipping damaged checkpoints with a
-  ``CheckpointWarning``;
-* ``manager``: ``CheckpointManager``, the save protocol and retention;
+* ``latest``: reading a directory: ``latest_checkpoint``, skipping damaged
+  checkpoints with a ``CheckpointWarning``, and listing every checkpoint;
+* ``commit``: writing one checkpoint and renaming it into place; cleaning up
+  what interrupted saves left;
+* ``retention``: which checkpoints to keep, the index, deleting the rest;
+* ``manager``: ``CheckpointManager``, the facade that runs a save through
+  ``commit`` and ``retention`` (in the background for ``save_async``);
 * ``saver``: ``Saver`` and ``ManagerCache``.
 """
 
+from looprt.checkpoint.commit import Writer
 from looprt.checkpoint.faults import BOUNDARIES, FaultHook, set_fault_hook
 from looprt.checkpoint.format import (
     CHECKSUMS,
@@ -53,8 +58,8 @@ from looprt.checkpoint.format import (
     WRITE_CHECKSUM,
     verify_checkpoint,
 )
-from looprt.checkpoint.latest import CheckpointWarning, latest_checkpoint
-from looprt.checkpoint.manager import CheckpointInfo, CheckpointManager, Writer
+from looprt.checkpoint.latest import CheckpointInfo, CheckpointWarning, latest_checkpoint
+from looprt.checkpoint.manager import CheckpointManager
 from looprt.checkpoint.saver import ManagerCache, Saver
 
 __all__ = [

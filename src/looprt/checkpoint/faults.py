@@ -4,7 +4,7 @@ Every step of the protocol is a named boundary (``BOUNDARIES``).
 ``set_fault_hook`` installs a function called at each one, so that tests can
 kill or fail a save at any of them; without a hook a boundary costs one
 global lookup. The hook is kept here, and only here: every boundary of every
-save goes through ``_boundary``.
+save goes through ``boundary``.
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ def set_fault_hook(hook: FaultHook | None) -> FaultHook | None:
     return previous
 
 
-def _boundary(name: str, subject: str) -> None:
+def boundary(name: str, subject: str) -> None:
+    """Mark that a save reached boundary ``name`` (one of ``BOUNDARIES``) for ``subject``."""
     hook = _fault_hook
     if hook is not None:
         hook(name, subject)

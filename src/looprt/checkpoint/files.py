@@ -8,10 +8,11 @@ import logging
 import os
 import shutil
 
-logger = logging.getLogger("looprt.checkpoint")
+logger = logging.getLogger(__name__)
 
 
-def _fsync_file(path: str) -> None:
+def fsync_file(path: str) -> None:
+    """Flush file ``path`` to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -19,7 +20,8 @@ def _fsync_file(path: str) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
+    """Flush folder ``path`` (its entries) to disk, where the OS and filesystem can."""
     if os.name != "posix":  # directories cannot be opened (or fsynced) elsewhere
         return
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -32,7 +34,7 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _remove(path: str) -> None:
+def remove(path: str) -> None:
     """Delete a file or folder tree; errors are logged, not raised."""
     try:
         if os.path.isdir(path) and not os.path.islink(path):
@@ -45,7 +47,8 @@ def _remove(path: str) -> None:
         logger.warning("Ignoring: could not delete %s: %s", path, e)
 
 
-def _folder_size(path: str) -> int:
+def folder_size(path: str) -> int:
+    """Bytes in the files under ``path``; unreadable ones count 0."""
     total = 0
     for root, _, files in os.walk(path):
         for name in files:

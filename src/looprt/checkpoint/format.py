@@ -26,8 +26,9 @@ MANIFEST = "manifest.json"
 INDEX = "checkpoint.json"
 TMP_PREFIX = ".tmp"
 
-_STEP_NAME = re.compile(r"^(?P<base>.+)-(?P<step>\d+)$")
-_TMP_NAME = re.compile(r"^\.tmp-(?P<kind>[a-z]+)-[0-9a-f]{8}-(?P<name>.+)$")
+# A checkpoint folder's name, and a temporary entry's (``.tmp-<kind>-<8 hex>-<name>``).
+STEP_NAME = re.compile(r"^(?P<base>.+)-(?P<step>\d+)$")
+TMP_NAME = re.compile(r"^\.tmp-(?P<kind>[a-z]+)-[0-9a-f]{8}-(?P<name>.+)$")
 _CHUNK = 1 << 20
 
 
@@ -47,22 +48,27 @@ WRITE_CHECKSUM = "crc32"
 
 
 @dataclasses.dataclass(frozen=True)
-class _Record:
+class Record:
+    """A checkpoint as the index lists it: folder name, step and wall time."""
+
     name: str
     step: int
     time: float
 
 
 @dataclasses.dataclass
-class _Index:
+class Index:
+    """The parsed index of a directory (see ``read_index``)."""
+
     latest: str | None
-    kept: list[_Record]
-    preserved: list[_Record]
+    kept: list[Record]
+    preserved: list[Record]
     next_keep_time: float | None
     deleting: list[str]  # retention was deleting these when the index was written
 
 
-def _is_plain_name(name: Any) -> bool:
+def is_plain_name(name: Any) -> bool:
+    """Whether ``name`` is a file name with no folder part (nor ``.`` or ``..``)."""
     return (
         isinstance(name, str)
         and name not in ("", ".", "..")
@@ -72,7 +78,7 @@ def _is_plain_name(name: Any) -> bool:
     )
 
 
-def _safe_relative(name: Any) -> str | None:
+def safe_relative(name: Any) -> str | None:
     """``name`` as a normalized relative '/'-path inside a folder, or None if it escapes."""
     if not isinstance(name, str) or not name or name.startswith(("/", "\\")) or os.path.isabs(name):
         return None
@@ -91,7 +97,7 @@ def _too_new(version: Any) -> bool:
 _CHECKSUM_TAIL = re.compile(rb',\n "checksum": (\d+)\n\}\n?\Z')
 
 
-def _json_with_checksum(data: Mapping[str, Any]) -> bytes:
+def json_with_checksum(data: Mapping[str, Any]) -> bytes:
     """``data`` as indented JSON whose last field is the checksum of the text before it."""
     body = json.dumps(data, indent=1, sort_keys=True).encode()
     return body[:-2] + b',\n "checksum": %d\n}\n' % zlib.crc32(body)
@@ -109,7 +115,7 @@ def _content_problem(raw: bytes, data: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _read_manifest(path: str) -> tuple[dict[str, Any] | None, str | None]:
+def read_manifest(path: str) -> tuple[dict[str, Any] | None, str | None]:
     """The parsed, schema-checked manifest of checkpoint folder ``path``, or the problem."""
     manifest_path = os.path.join(path, MANIFEST)
     try:
@@ -140,12 +146,12 @@ def _read_manifest(path: str) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"{MANIFEST} is garbled (no files listed)"
     for name, entry in files.items():
         if (
-            _safe_relative(name) != name
+            safe_relative(name) != name
             or not isinstance(entry, dict)
             or not isinstance(entry.get("size"), int)
         ):
             return None, f"{MANIFEST} is garbled (bad file entry {name!r})"
-    match = _STEP_NAME.match(os.path.basename(os.path.normpath(path)))
+    match = STEP_NAME.match(os.path.basename(os.path.normpath(path)))
     if match is not None and int(match["step"]) != step:
         return None, f"{MANIFEST} says step {step}, but the folder is named for step {match['step']}"
     return manifest, None
@@ -158,7 +164,7 @@ def verify_checkpoint(path: str) -> str | None:
         return "it does not exist"
     if not os.path.isdir(path):
         return "it is not a checkpoint folder"
-    manifest, problem = _read_manifest(path)
+    manifest, problem = read_manifest(path)
     if manifest is None:
         return problem
     for name, entry in manifest["files"].items():
@@ -185,19 +191,19 @@ def verify_checkpoint(path: str) -> str | None:
     return None
 
 
-def _parse_records(value: Any) -> list[_Record]:
+def _parse_records(value: Any) -> list[Record]:
     if not isinstance(value, list):
         raise ValueError("a checkpoint list is not a list")
     records = []
     for item in value:
         name, step, when = item["path"], item["step"], item["time"]
-        if not _is_plain_name(name) or not isinstance(step, int) or not isinstance(when, (int, float)):
+        if not is_plain_name(name) or not isinstance(step, int) or not isinstance(when, (int, float)):
             raise ValueError(f"bad entry {item!r}")
-        records.append(_Record(name, step, float(when)))
+        records.append(Record(name, step, float(when)))
     return records
 
 
-def _read_index(directory: str, index_name: str) -> tuple[_Index | None, str | None]:
+def read_index(directory: str, index_name: str) -> tuple[Index | None, str | None]:
     """The index of ``directory`` (None if there is none), and what is wrong with it."""
     try:
         with open(os.path.join(directory, index_name), "rb") as f:
@@ -214,15 +220,15 @@ def _read_index(directory: str, index_name: str) -> tuple[_Index | None, str | N
         if content_problem is not None:
             raise ValueError(f"it {content_problem}")
         latest = data["latest"]
-        if latest is not None and not _is_plain_name(latest):
+        if latest is not None and not is_plain_name(latest):
             raise ValueError(f"bad latest {latest!r}")
         next_keep = data.get("next_keep_time")
         if next_keep is not None and not isinstance(next_keep, (int, float)):
             raise ValueError(f"bad next_keep_time {next_keep!r}")
         deleting = data.get("deleting", [])
-        if not isinstance(deleting, list) or not all(_is_plain_name(n) for n in deleting):
+        if not isinstance(deleting, list) or not all(is_plain_name(n) for n in deleting):
             raise ValueError(f"bad deleting {deleting!r}")
-        index = _Index(
+        index = Index(
             latest,
             _parse_records(data["checkpoints"]),
             _parse_records(data.get("preserved", [])),

@@ -3,6 +3,12 @@
 ``Saver.save_async`` (a looprt extension) takes the state's host copy at once
 and writes it in the background; ``wait_until_finished()`` or ``close()``
 waits for it and raises its error, as does the next save.
+
+A restore reads the checkpoint once for the backend and once for its
+checksums, at the same time (in two threads), and sets no state until both
+are done. It makes a copy of the live state to roll back to only for a
+backend that cannot check every value before it assigns the first (one
+without ``check_assign``): that copy is a whole model's worth of memory.
 """
 
 from __future__ import annotations
@@ -17,10 +23,11 @@ from typing import Any
 
 from looprt.checkpoint.format import verify_checkpoint
 from looprt.checkpoint.latest import latest_checkpoint
-from looprt.checkpoint.manager import CheckpointManager, _check_retention
+from looprt.checkpoint.manager import CheckpointManager
+from looprt.checkpoint.retention import check_retention
 from looprt.errors import DataLossError, NotFoundError
 
-logger = logging.getLogger("looprt.checkpoint")
+logger = logging.getLogger(__name__)
 
 
 class ManagerCache:
@@ -70,9 +77,13 @@ class Saver:
     ``save(sess, "<dir>/model.ckpt", global_step=N)`` writes checkpoint folder
     ``<dir>/model.ckpt-N`` through a ``CheckpointManager`` (one per directory
     and basename, kept by this saver) and returns its path. ``restore``
-    verifies the checkpoint, reads all of it, and only then sets the state: a
-    missing checkpoint raises ``NotFoundError``, a damaged one
+    verifies the checkpoint while reading all of it, and only then sets the
+    state: a missing checkpoint raises ``NotFoundError``, a damaged one
     ``DataLossError``, and neither changes any state.
+
+    The program is told of every checkpoint (``Program.note_checkpoint``):
+    once a save commits, and once a restore has set the state, so that it
+    can drop its copy of the initial values.
 
     ``save_async`` (a looprt extension) takes the state's host copy at once
     and writes it in the background; ``wait_until_finished()`` or ``close()``
@@ -92,7 +103,7 @@ class Saver:
             raise TypeError(f"Saver needs a looprt Program (or a Step of one), got {program!r}")
         self._managers = ManagerCache(max_to_keep, keep_checkpoint_every_n_hours, clock)
         self._last_manager: CheckpointManager | None = None
-        _check_retention(max_to_keep, keep_checkpoint_every_n_hours)  # now, not at the first save
+        check_retention(max_to_keep, keep_checkpoint_every_n_hours)  # now, not at the first save
 
     def __repr__(self) -> str:
         return f"<Saver of {self._program!r}>"
@@ -124,10 +135,19 @@ class Saver:
         the checkpoint (TF would write ``save_path`` itself). With
         ``write_state`` false the index is not updated and nothing is rotated.
         The meta graph and debug-info arguments are accepted and ignored.
+        ``Program.note_checkpoint()`` is called once the checkpoint commits,
+        before this returns.
         """
         self.wait_until_finished()
         manager, state, step, backend = self._stage(sess, save_path, global_step)
-        path = manager.save(state, step, backend.save_payload, backend=backend.name, update_index=write_state)
+        path = manager.save(
+            state,
+            step,
+            backend.save_payload,
+            backend=backend.name,
+            update_index=write_state,
+            on_commit=self._program.note_checkpoint,
+        )
         self._last_manager = manager
         return path
 
@@ -136,12 +156,19 @@ class Saver:
 
         At most one save of this saver is in flight: this first waits for the
         previous one and raises its error, if any. The checkpoint becomes
-        visible to readers once committed.
+        visible to readers once committed; ``Program.note_checkpoint()`` is
+        called then, in the background thread, and not at all if the save
+        fails (the program keeps its initial values until a save commits).
         """
         self.wait_until_finished()
         manager, state, step, backend = self._stage(sess, save_path, global_step)
         path = manager.save_async(
-            state, step, backend.save_payload, backend=backend.name, update_index=write_state
+            state,
+            step,
+            backend.save_payload,
+            backend=backend.name,
+            update_index=write_state,
+            on_commit=self._program.note_checkpoint,
         )
         self._last_manager = manager
         return path
@@ -184,34 +211,37 @@ class Saver:
         self.wait_until_finished()
 
     def restore(self, sess: Any, save_path: str | None) -> None:
-        """Set the program's state from checkpoint ``save_path``, all or nothing."""
+        """Set the program's state from checkpoint ``save_path``, all or nothing.
+
+        The checksums are verified once, while the backend reads the files;
+        a missing checkpoint raises ``NotFoundError``, a damaged one or one
+        the backend cannot read ``DataLossError``, before any state changes.
+        A backend with ``check_assign`` rejects values that do not fit (a
+        missing key, a wrong shape) before it assigns any; for one without,
+        the live state is copied first and put back if loading fails.
+        Then ``Program.note_checkpoint(restored=True)`` is called.
+        """
         if save_path is None:
             raise ValueError("Can't load save_path when it is None.")
         if not isinstance(save_path, (str, os.PathLike)):
             raise TypeError(f"save_path must be a checkpoint path, got {type(save_path).__name__}")
         save_path = os.fspath(save_path)
-        problem = verify_checkpoint(save_path)
-        if problem is not None:
-            if not os.path.lexists(save_path):
-                raise NotFoundError(f"checkpoint {save_path!r} not found: {problem}")
-            raise DataLossError(f"checkpoint {save_path!r} cannot be restored: {problem}")
         program = self._program
         backend = program.backend
         logger.info("Restoring parameters from %s", save_path)
-        try:
-            values = backend.load_payload(save_path)
-        except Exception as e:
-            raise DataLossError(
-                f"checkpoint {save_path!r} is intact, but backend {backend.name!r} cannot read it: {e}"
-            ) from e
-        before = backend.state_dict(program)
-        try:
-            backend.load_state_dict(program, values)
-        except BaseException as e:
-            backend.load_state_dict(program, before)  # all or nothing
-            if hasattr(e, "add_note"):
-                e.add_note(f"while restoring checkpoint {save_path!r}; the state was left unchanged")
-            raise
+        values = _read_verified(backend, save_path)
+        if getattr(backend, "check_assign", None) is not None:
+            backend.load_state_dict(program, values)  # checks every value before it assigns one
+        else:
+            before = backend.state_dict(program)
+            try:
+                backend.load_state_dict(program, values)
+            except BaseException as e:
+                backend.load_state_dict(program, before)  # all or nothing
+                if hasattr(e, "add_note"):
+                    e.add_note(f"while restoring checkpoint {save_path!r}; the state was left unchanged")
+                raise
+        program.note_checkpoint(restored=True)
 
     def latest_checkpoint(self, checkpoint_dir: str, latest_filename: str | None = None) -> str | None:
         """The newest valid checkpoint in ``checkpoint_dir``, or None.
@@ -221,10 +251,43 @@ class Saver:
         the newest state.
         """
         for manager in self._managers.values():
-            manager._join()
+            manager.join()
         return latest_checkpoint(checkpoint_dir, latest_filename)
 
     @property
     def last_checkpoints(self) -> list[str]:
         """Checkpoints kept in rotation by the last save, oldest first."""
         return [] if self._last_manager is None else self._last_manager.last_checkpoints
+
+
+def _read_verified(backend: Any, path: str) -> Any:
+    """``backend.load_payload(path)``, with the checkpoint verified (``verify_checkpoint``) meanwhile.
+
+    The checksums are computed in a second thread while the backend reads,
+    so that a restore reads the files at about the speed of the backend
+    alone; what the backend read is returned only if they match.
+    """
+    problems: list[str | None] = []
+    verifier = threading.Thread(
+        target=lambda: problems.append(verify_checkpoint(path)), name="looprt-verify", daemon=True
+    )
+    verifier.start()
+    error: Exception | None = None
+    values: Any = None
+    try:
+        if os.path.isdir(path):  # else there is nothing to read: the verifier says why
+            values = backend.load_payload(path)
+    except Exception as e:  # noqa: BLE001 - reported below, after the verifier's verdict
+        error = e
+    finally:
+        verifier.join()
+    problem = problems[0] if problems else "its checksums could not be computed"
+    if problem is not None:
+        if not os.path.lexists(path):
+            raise NotFoundError(f"checkpoint {path!r} not found: {problem}") from error
+        raise DataLossError(f"checkpoint {path!r} cannot be restored: {problem}") from error
+    if error is not None:
+        raise DataLossError(
+            f"checkpoint {path!r} is intact, but backend {backend.name!r} cannot read it: {error}"
+        ) from error
+    return values

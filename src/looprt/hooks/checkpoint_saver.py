@@ -33,20 +33,20 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from looprt.hooks import idle
 from looprt.hooks.preemption import notice as preemption
 from looprt.hooks.session_run_hook import (
     SessionRunArgs,
     SessionRunContext,
     SessionRunHook,
     SessionRunValues,
+    known_global_step,
 )
 from looprt.timer import SecondOrStepTimer
 from looprt.training_util import get_global_step
 
 __all__ = ["CheckpointSaverHook", "CheckpointSaverListener"]
 
-logger = logging.getLogger("looprt.hooks")
+logger = logging.getLogger(__name__)
 
 
 class CheckpointSaverListener:
@@ -130,14 +130,18 @@ class CheckpointSaverHook(SessionRunHook):
         self._save(session, global_step)
         self._timer.update_last_triggered_step(global_step)
 
-    def before_run(self, run_context: SessionRunContext) -> SessionRunArgs:
+    def before_run(self, run_context: SessionRunContext) -> SessionRunArgs | None:
+        if known_global_step(run_context) is not None:
+            return None
         return SessionRunArgs(self._global_step_tensor)
 
     def after_run(self, run_context: SessionRunContext, run_values: SessionRunValues) -> None:
         if preemption.signum is not None:
             self._save_for_preemption(run_context)
             return
-        stale_global_step = run_values.results
+        stale_global_step = known_global_step(run_context)
+        if stale_global_step is None:
+            stale_global_step = run_values.results
         if self._timer.should_trigger_for_step(stale_global_step + self._steps_per_run):
             # Get the real value after the train op.
             global_step = run_context.session.run(self._global_step_tensor)
@@ -145,16 +149,6 @@ class CheckpointSaverHook(SessionRunHook):
                 self._timer.update_last_triggered_step(global_step)
                 if self._save(run_context.session, global_step):
                     run_context.request_stop()
-
-    def idle_until(self) -> tuple[float, float] | None:
-        """Idle until the step before the next save is due (see ``looprt.hooks.idle``)."""
-        if preemption.signum is not None:
-            return None
-        # after_run saves when the step after the run (g + 1) triggers the timer.
-        return idle.until_timer_is_due(self._timer)
-
-    def after_idle_runs(self, global_step: int) -> None:
-        """Nothing to record: a run that does not save leaves no trace."""
 
     def _save_for_preemption(self, run_context: SessionRunContext) -> None:
         """Save this step now, unless just saved; wait until it is committed; stop."""
@@ -180,7 +174,7 @@ class CheckpointSaverHook(SessionRunHook):
     def _wait(self, session: Any) -> None:
         """Wait for an asynchronous save to be committed; raise its error."""
         if self._async_save:
-            self._get_saver(session).wait_until_finished()
+            self.get_saver(session).wait_until_finished()
 
     def _save(self, session: Any, step: Any) -> bool:
         """Save for ``step``; whether a listener asked to stop."""
@@ -188,7 +182,7 @@ class CheckpointSaverHook(SessionRunHook):
         for listener in self._listeners:
             listener.before_save(session, step)
         logger.info("Saving checkpoints for %d into %s.", step, self._save_path)
-        saver = self._get_saver(session)
+        saver = self.get_saver(session)
         if self._async_save:
             saver.save_async(session, self._save_path, global_step=step)
         else:
@@ -204,7 +198,22 @@ class CheckpointSaverHook(SessionRunHook):
                 should_stop = True
         return should_stop
 
-    def _get_saver(self, session: Any) -> Any:
+    def get_saver(self, session: Any) -> Any:
+        """The saver each save of this hook goes through; an extension point for subclasses.
+
+        The default: ``saver``, else ``scaffold.saver``, else the program's
+        default saver (a TF graph's one ``SAVERS`` collection entry), found on
+        the first call and kept. A subclass may override this to wrap or
+        replace the saver (the TF drop-in wraps a TF ``Saver`` so that it
+        writes through looprt's checkpoint manager); call
+        ``super().get_saver(session)`` for the default. The result must have
+        ``save``, and ``save_async`` and ``wait_until_finished`` with
+        ``async_save=True``.
+
+        Raises:
+            RuntimeError: no saver was given and none can be found.
+            TypeError: ``async_save=True`` and the saver cannot save asynchronously.
+        """
         saver = self._find_saver(session)
         if self._async_save and not hasattr(saver, "save_async"):
             raise TypeError(

@@ -19,7 +19,7 @@ from looprt.hooks.session_run_hook import SessionRunHook
 
 __all__ = ["FinalOpsHook"]
 
-logger = logging.getLogger("looprt")
+logger = logging.getLogger(__name__)
 
 _OUT_OF_RANGE_WARNING = (
     "An OutOfRangeError or StopIteration exception is raised by the code in FinalOpsHook. This "

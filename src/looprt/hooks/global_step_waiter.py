@@ -25,7 +25,7 @@ from looprt.training_util import get_global_step
 
 __all__ = ["GlobalStepWaiterHook"]
 
-logger = logging.getLogger("looprt")
+logger = logging.getLogger(__name__)
 
 POLL_SECS = 0.5
 LOG_EVERY_STEPS = 1000

@@ -6,7 +6,7 @@ of fetchables, each its own tag. A dict is logged in sorted tag order, a list
 in its own order, as ``"tag = value"`` joined by ``", "``, followed by
 ``" (%.3f sec)"`` (the seconds since the previous log) from the second log
 on; ``formatter(values_by_tag)`` replaces that text. NumPy values are printed
-with ``suppress=True``. Messages go to the ``"looprt"`` logger at INFO.
+with ``suppress=True``. Messages go to this module's logger at INFO.
 
 The count is of runs through this session (not the global step): the first
 run logs, then every ``every_n_iter``-th run or the first run after
@@ -29,12 +29,13 @@ from looprt.hooks.session_run_hook import (
     SessionRunHook,
     SessionRunValues,
 )
-from looprt.program import Handle, Program
+from looprt.program.handles import Handle
+from looprt.program.program import Program
 from looprt.timer import NeverTriggerTimer, SecondOrStepTimer
 
 __all__ = ["LoggingTensorHook"]
 
-logger = logging.getLogger("looprt")
+logger = logging.getLogger(__name__)
 
 
 class LoggingTensorHook(SessionRunHook):
@@ -72,6 +73,32 @@ class LoggingTensorHook(SessionRunHook):
         self._log_at_end = at_end
         self._iter_count = 0
         self._should_trigger = False
+
+    @property
+    def tensors(self) -> dict[Any, Any]:
+        """The fetchables this hook logs, by tag (a copy); an extension point for subclasses.
+
+        A subclass may assign a new dict with the same tags, for instance in
+        ``begin`` after ``super().begin()``, to resolve what it was given
+        against a graph (the TF drop-in turns tensor names into tensors of the
+        default graph). The tags, and with them the logged order, stay those
+        given to the constructor.
+
+        Raises:
+            ValueError: on assignment, if the tags differ from the constructor's.
+        """
+        return dict(self._tensors)
+
+    @tensors.setter
+    def tensors(self, tensors: Mapping[Any, Any]) -> None:
+        if set(tensors) != set(self._tensors):
+            missing = [tag for tag in self._tag_order if tag not in tensors]
+            extra = [tag for tag in tensors if tag not in self._tensors]
+            raise ValueError(
+                f"LoggingTensorHook.tensors must keep the tags {self._tag_order!r}; "
+                f"missing {missing!r}, unknown {extra!r}"
+            )
+        self._tensors = dict(tensors)
 
     def begin(self) -> None:
         self._timer.reset()

@@ -24,7 +24,7 @@ from looprt.hooks.session_run_hook import (
 
 __all__ = ["NanLossDuringTrainingError", "NanTensorHook"]
 
-logger = logging.getLogger("looprt")
+logger = logging.getLogger(__name__)
 
 _FAILURE_MESSAGE = "Model diverged with loss = NaN."
 

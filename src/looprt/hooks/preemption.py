@@ -26,7 +26,6 @@ puts user hooks last), so that its ``end`` runs after the final save.
 from __future__ import annotations
 
 import logging
-import math
 import numbers
 import os
 import signal
@@ -36,12 +35,11 @@ from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
-from looprt.hooks import idle
 from looprt.hooks.session_run_hook import SessionRunContext, SessionRunHook, SessionRunValues
 
 __all__ = ["PreemptionHook", "PreemptionNotice", "notice"]
 
-logger = logging.getLogger("looprt.hooks")
+logger = logging.getLogger(__name__)
 
 _Handler = Callable[[int, FrameType | None], Any] | int | None
 
@@ -113,7 +111,6 @@ class PreemptionHook(SessionRunHook):
             logger.warning("Received %s again; already stopping at the next step boundary", name)
             return
         notice.signum = signum
-        idle.wake()  # the hooks see the signal after the run in progress
         logger.warning(
             "Received %s: saving a checkpoint at the next step boundary, then stopping "
             "(grace period %gs)", name, self._grace_secs,
@@ -144,13 +141,6 @@ class PreemptionHook(SessionRunHook):
         if notice.signum is not None:
             self.preempted = True
             run_context.request_stop()
-
-    def idle_until(self) -> tuple[float, float] | None:
-        """Idle until a signal arrives (its handler wakes the sessions; ``looprt.hooks.idle``)."""
-        return None if notice.signum is not None else (math.inf, math.inf)
-
-    def after_idle_runs(self, global_step: int) -> None:
-        """Nothing to record."""
 
     def end(self, session: Any) -> None:
         watchdog, self._watchdog = self._watchdog, None

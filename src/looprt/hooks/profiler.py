@@ -45,8 +45,9 @@ from looprt.hooks.session_run_hook import (
     SessionRunContext,
     SessionRunHook,
     SessionRunValues,
+    known_global_step,
 )
-from looprt.run_options import RunOptions
+from looprt.session.run_options import RunOptions
 from looprt.timer import SecondOrStepTimer
 from looprt.training_util import get_global_step
 
@@ -61,7 +62,7 @@ __all__ = [
     "register_profiler",
 ]
 
-logger = logging.getLogger("looprt")
+logger = logging.getLogger(__name__)
 
 
 class RunProfiler(Protocol):
@@ -242,19 +243,21 @@ class ProfilerHook(SessionRunHook):
             raise RuntimeError("Global step should be created to use ProfilerHook.") from error
         self._factory = self._profiler or profiler_for(session.graph)
 
-    def before_run(self, run_context: SessionRunContext) -> SessionRunArgs:
+    def before_run(self, run_context: SessionRunContext) -> SessionRunArgs | None:
         self._discard()
         self._request = self._next_step is not None and self._timer.should_trigger_for_step(self._next_step)
-        fetches = {"global_step": self._global_step}
+        fetches = None if known_global_step(run_context) is not None else {"global_step": self._global_step}
         if not self._request:
-            return SessionRunArgs(fetches)
+            return None if fetches is None else SessionRunArgs(fetches)
         profiler = self._factory(show_dataflow=self._show_dataflow, show_memory=self._show_memory)
         profiler.__enter__()
         self._active = profiler
         return SessionRunArgs(fetches, options=RunOptions(trace_level=RunOptions.FULL_TRACE))
 
     def after_run(self, run_context: SessionRunContext, run_values: SessionRunValues) -> None:
-        stale_global_step = run_values.results["global_step"]
+        stale_global_step = known_global_step(run_context)
+        if stale_global_step is None:
+            stale_global_step = run_values.results["global_step"]
         if self._next_step is None:
             self._timer.update_last_triggered_step(stale_global_step)
         global_step = stale_global_step + 1

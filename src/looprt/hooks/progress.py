@@ -29,6 +29,7 @@ from looprt.hooks.session_run_hook import (
     SessionRunContext,
     SessionRunHook,
     SessionRunValues,
+    known_global_step,
 )
 from looprt.timer import SecondOrStepTimer
 from looprt.training_util import get_global_step
@@ -90,17 +91,21 @@ class ProgressBarHook(SessionRunHook):
         else:  # recovery: the new session may have restored an older step
             self._move_to(step)
 
-    def before_run(self, run_context: SessionRunContext) -> SessionRunArgs:
+    def before_run(self, run_context: SessionRunContext) -> SessionRunArgs | None:
         self._fetch_tensors = self._tensors is not None and self._timer.should_trigger_for_step(
             self._step + 1
         )
+        requests: dict[str, Any] = {}
+        if known_global_step(run_context) is None:
+            requests["global_step"] = self._global_step
         if self._fetch_tensors:
-            return SessionRunArgs({"global_step": self._global_step, "tensors": self._tensors})
-        return SessionRunArgs({"global_step": self._global_step})
+            requests["tensors"] = self._tensors
+        return SessionRunArgs(requests) if requests else None
 
     def after_run(self, run_context: SessionRunContext, run_values: SessionRunValues) -> None:
-        results = run_values.results
-        step = int(results["global_step"]) + 1
+        results = run_values.results or {}
+        before = known_global_step(run_context)
+        step = int(before if before is not None else results["global_step"]) + 1
         if self._fetch_tensors:
             step = int(run_context.session.run(self._global_step))
             self._timer.update_last_triggered_step(step)

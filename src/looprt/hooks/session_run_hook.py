@@ -11,7 +11,9 @@ A hook sees one training loop through five calls, in this order::
 ``before_run`` may return ``SessionRunArgs`` to add fetches, feeds and run
 options to the caller's run; the results come back to that hook alone in
 ``run_values.results``. ``run_context.request_stop()`` makes the session's
-``should_stop()`` true after this run.
+``should_stop()`` true after this run. ``run_context.global_step`` is the
+global step before the run, read on the host by sessions that can
+(``looprt.backends.CountingSession``), else None: a hook then fetches it.
 """
 
 from __future__ import annotations
@@ -64,12 +66,13 @@ class SessionRunContext:
     ``session`` is the raw backend session: running it calls no hooks.
     """
 
-    __slots__ = ("_original_args", "_session", "_stop_requested")
+    __slots__ = ("_original_args", "_session", "_stop_requested", "_global_step")
 
-    def __init__(self, original_args: SessionRunArgs, session: Any) -> None:
+    def __init__(self, original_args: SessionRunArgs, session: Any, global_step: int | None = None) -> None:
         self._original_args = original_args
         self._session = session
         self._stop_requested = False
+        self._global_step = global_step
 
     @property
     def original_args(self) -> SessionRunArgs:
@@ -82,6 +85,16 @@ class SessionRunContext:
         return self._session
 
     @property
+    def global_step(self) -> int | None:
+        """The global step before this run, known without a fetch; None if it must be fetched.
+
+        A looprt extension (TF's context has no such field): looprt's
+        sessions over a program count it on the host; a TF graph session
+        cannot, and hooks fetch the global step as TF's do.
+        """
+        return self._global_step
+
+    @property
     def stop_requested(self) -> bool:
         """Whether a hook asked to stop during this run."""
         return self._stop_requested
@@ -89,3 +102,11 @@ class SessionRunContext:
     def request_stop(self) -> None:
         """Ask the loop to stop: ``should_stop()`` is true once this run ends."""
         self._stop_requested = True
+
+
+def known_global_step(run_context: Any) -> int | None:
+    """``run_context.global_step``, or None for a context without one (TF's own, a look-alike).
+
+    A hook that needs the global step before the run fetches it when this is None.
+    """
+    return getattr(run_context, "global_step", None)

@@ -16,15 +16,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from looprt.hooks import idle
-from looprt.hooks.session_run_hook import SessionRunArgs, SessionRunContext, SessionRunHook, SessionRunValues
+from looprt.hooks.session_run_hook import (
+    SessionRunArgs,
+    SessionRunContext,
+    SessionRunHook,
+    SessionRunValues,
+    known_global_step,
+)
 from looprt.summary import SummaryWriterCache
 from looprt.timer import SecondOrStepTimer
 from looprt.training_util import get_global_step
 
 __all__ = ["StepCounterHook"]
 
-logger = logging.getLogger("looprt")
+logger = logging.getLogger(__name__)
 
 _MAX_STALL_WARNINGS = 5
 
@@ -71,8 +76,8 @@ class StepCounterHook(SessionRunHook):
         self._global_step = get_global_step(session.graph)
         self._summary_tag = _summary_tag(self._global_step)
 
-    def before_run(self, run_context: SessionRunContext) -> SessionRunArgs:
-        return SessionRunArgs(self._global_step)
+    def before_run(self, run_context: SessionRunContext) -> SessionRunArgs | None:
+        return None if known_global_step(run_context) is not None else SessionRunArgs(self._global_step)
 
     def _log_and_record(self, elapsed_steps: Any, elapsed_time: float, global_step: Any) -> None:
         steps_per_sec = elapsed_steps / elapsed_time
@@ -86,7 +91,9 @@ class StepCounterHook(SessionRunHook):
         logger.info("%s: %g", self._summary_tag, steps_per_sec)
 
     def after_run(self, run_context: SessionRunContext, run_values: SessionRunValues) -> None:
-        stale_global_step = run_values.results
+        stale_global_step = known_global_step(run_context)
+        if stale_global_step is None:
+            stale_global_step = run_values.results
         if self._timer.should_trigger_for_step(stale_global_step + self._steps_per_run):
             global_step = run_context.session.run(self._global_step)
             if self._timer.should_trigger_for_step(global_step):
@@ -104,11 +111,3 @@ class StepCounterHook(SessionRunHook):
                 self._last_global_step,
             )
         self._last_global_step = stale_global_step
-
-    def idle_until(self) -> tuple[float, float] | None:
-        """Idle until the step before the timer's next trigger (see ``looprt.hooks.idle``)."""
-        # after_run reads the step when the step after the run (g + 1) may trigger.
-        return idle.until_timer_is_due(self._timer)
-
-    def after_idle_runs(self, global_step: int) -> None:
-        self._last_global_step = global_step

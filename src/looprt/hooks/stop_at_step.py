@@ -3,9 +3,10 @@
 Mirrors ``tf.compat.v1.train.StopAtStepHook``. Give exactly one of
 ``num_steps`` (that many steps after the global step found when the session is
 first created) or ``last_step`` (an absolute global step). After each run the
-hook predicts the global step as the value read during the run plus one, and
-only when that reaches ``last_step`` reads the global step again to confirm
-before asking the loop to stop.
+hook predicts the global step as the value before the run plus one (from
+``run_context.global_step``, or fetched where the session cannot count it),
+and only when that reaches ``last_step`` reads the global step again to
+confirm before asking the loop to stop.
 
 The global step is looked up in ``after_create_session`` from the raw
 session's ``graph`` (TF's hook does it in ``begin``), so a missing global step
@@ -14,7 +15,6 @@ raises ``RuntimeError`` when the session is created.
 
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Any
 
@@ -23,6 +23,7 @@ from looprt.hooks.session_run_hook import (
     SessionRunContext,
     SessionRunHook,
     SessionRunValues,
+    known_global_step,
 )
 from looprt.training_util import get_global_step
 
@@ -59,20 +60,13 @@ class StopAtStepHook(SessionRunHook):
         if self._last_step is None:
             self._last_step = session.run(self._global_step) + self._num_steps
 
-    def before_run(self, run_context: SessionRunContext) -> SessionRunArgs:
-        return SessionRunArgs(self._global_step)
+    def before_run(self, run_context: SessionRunContext) -> SessionRunArgs | None:
+        return None if known_global_step(run_context) is not None else SessionRunArgs(self._global_step)
 
     def after_run(self, run_context: SessionRunContext, run_values: SessionRunValues) -> None:
-        # The value fetched was read before the run's step: predict, then confirm.
-        if (
-            run_values.results + 1 >= self._last_step
-            and run_context.session.run(self._global_step) >= self._last_step
-        ):
+        # The step before the run: predict the one after it, then confirm.
+        before = known_global_step(run_context)
+        if before is None:
+            before = run_values.results
+        if before + 1 >= self._last_step and run_context.session.run(self._global_step) >= self._last_step:
             run_context.request_stop()
-
-    def idle_until(self) -> tuple[float, float] | None:
-        """Idle while the step after the run is below ``last_step`` (see ``looprt.hooks.idle``)."""
-        return (self._last_step - 1, math.inf)
-
-    def after_idle_runs(self, global_step: int) -> None:
-        """Nothing to record."""

@@ -18,9 +18,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from looprt.hooks import idle
-from looprt.hooks.session_run_hook import SessionRunArgs, SessionRunContext, SessionRunHook, SessionRunValues
-from looprt.program import Handle
+from looprt.hooks.session_run_hook import (
+    SessionRunArgs,
+    SessionRunContext,
+    SessionRunHook,
+    SessionRunValues,
+    known_global_step,
+)
+from looprt.program.handles import Handle
 from looprt.summary import SummaryWriterCache
 from looprt.timer import SecondOrStepTimer
 from looprt.training_util import get_global_step
@@ -60,23 +65,25 @@ class SummarySaverHook(SessionRunHook):
     def after_create_session(self, session: Any, coord: Any) -> None:
         self._global_step = get_global_step(session.graph)
 
-    def before_run(self, run_context: SessionRunContext) -> SessionRunArgs:
+    def before_run(self, run_context: SessionRunContext) -> SessionRunArgs | None:
+        before = known_global_step(run_context)
         self._request_summary = self._next_step is None or self._timer.should_trigger_for_step(
             self._next_step
         )
-        requests: dict[str, Any] = {"global_step": self._global_step}
+        requests: dict[str, Any] = {} if before is not None else {"global_step": self._global_step}
         if self._request_summary:
             summary_op = self._get_summary_op()
             if summary_op is not None:
                 requests["summary"] = summary_op
-        return SessionRunArgs(requests)
+        return SessionRunArgs(requests) if requests else None
 
     def after_run(self, run_context: SessionRunContext, run_values: SessionRunValues) -> None:
         writer = self._summary_writer
         if writer is None:
             return
-        stale_global_step = run_values.results["global_step"]
-        global_step = stale_global_step + 1
+        results = run_values.results or {}
+        before = known_global_step(run_context)
+        global_step = (before if before is not None else results["global_step"]) + 1
         if self._next_step is None or self._request_summary:
             global_step = run_context.session.run(self._global_step)
         if self._next_step is None:
@@ -85,23 +92,9 @@ class SummarySaverHook(SessionRunHook):
                 add_start(global_step)
         if self._request_summary:
             self._timer.update_last_triggered_step(global_step)
-            for summary in run_values.results.get("summary", ()):
+            for summary in results.get("summary", ()):
                 writer.add_summary(summary, global_step)
         self._next_step = global_step + 1
-
-    def idle_until(self) -> tuple[float, float] | None:
-        """Idle while no summary is due (see ``looprt.hooks.idle``).
-
-        A run with global step ``g`` before it asks for summaries when the
-        timer triggers for ``_next_step``, at most ``g + 1``.
-        """
-        if self._summary_writer is None or self._next_step is None:
-            return None
-        return idle.until_timer_is_due(self._timer)
-
-    def after_idle_runs(self, global_step: int) -> None:
-        self._request_summary = False
-        self._next_step = global_step + 2
 
     def end(self, session: Any = None) -> None:
         if self._summary_writer is not None:

@@ -69,7 +69,7 @@ from looprt.hooks import (
     SummarySaverHook,
     register_hook_base,
 )
-from looprt.step_context import StepContext
+from looprt.session.step_context import StepContext
 from looprt.timer import SecondOrStepTimer
 
 # TF's hook base has no-op methods; looprt skips them as it skips its own.

@@ -46,7 +46,7 @@ from looprt.checkpoint import latest_checkpoint as looprt_latest_checkpoint
 
 __all__ = ["TF_STATE_FILE", "ManagedSaver", "step_of", "tf_prefix"]
 
-logger = logging.getLogger("looprt.checkpoint")
+logger = logging.getLogger(__name__)
 
 TF_STATE_FILE = "checkpoint"
 
@@ -94,7 +94,13 @@ class _NothingToSave(Exception):
 
 
 class ManagedSaver:
-    """TF-format saves through one ``CheckpointManager`` per directory and basename; finding them."""
+    """TF-format saves through one ``CheckpointManager`` per directory and basename; finding them.
+
+    A subclass (``GraphSaver``, ``ObjectSaver``) implements TF's ``save`` and
+    ``restore`` with two extension points: ``save_with`` makes a checkpoint
+    from the TF files a callback writes, and ``verified_prefix`` gives the TF
+    prefix to read for a path, after verifying a looprt checkpoint folder.
+    """
 
     def __init__(
         self, max_to_keep: int | None, keep_checkpoint_every_n_hours: float, clock: Callable[[], float]
@@ -106,13 +112,15 @@ class ManagedSaver:
         """The manager of the directory and basename of ``save_path`` ("<dir>/<basename>")."""
         return self._managers.get(save_path)
 
-    def _save_with(
+    def save_with(
         self, save_path: str, step: int, write: Callable[[str], str | None], write_state: bool
     ) -> str | None:
         """Write checkpoint ``<save_path>-<step>``: ``write(prefix)`` puts TF's files in the temp folder.
 
         ``write`` returns what TF's save returned: None means TF saved nothing
-        (a saver of no variables), and then no checkpoint is made.
+        (a saver of no variables), and then no checkpoint is made and this
+        returns None; else the checkpoint folder. ``write_state`` (TF's
+        argument) also updates the index and TF's ``checkpoint`` state file.
         """
         manager = self.manager(save_path)
         name = f"{manager.basename}-{step}"
@@ -135,8 +143,12 @@ class ManagedSaver:
         return path
 
     @staticmethod
-    def _verified_prefix(save_path: str) -> str:
-        """The TF prefix to read for ``save_path``: a verified looprt folder's, else ``save_path``."""
+    def verified_prefix(save_path: str) -> str:
+        """The TF prefix to read for ``save_path``: a verified looprt folder's, else ``save_path``.
+
+        Raises:
+            tf.errors.DataLossError: ``save_path`` is a looprt checkpoint folder that fails verification.
+        """
         save_path = os.fspath(save_path)
         if not os.path.isdir(save_path):
             return save_path  # a plain TF prefix (TF's readers judge it)

@@ -49,16 +49,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import tensorflow as tf
 
-from looprt.backends.protocol import ProgramBackend, Session
+from looprt.backends.protocol import Session
 from looprt.backends.tensorflow.errors import require_eager_mode, translate_error
 from looprt.backends.tensorflow.object_saver import ObjectSaver
+from looprt.program.backend import ProgramBackend
 
 if TYPE_CHECKING:
-    from looprt.program import Program, State
+    from looprt.program.handles import State
+    from looprt.program.program import Program
 
 __all__ = ["TensorFlowBackend"]
 
-logger = logging.getLogger("looprt")
+logger = logging.getLogger(__name__)
 
 _LIST_TAG = "__looprt_list__"
 
@@ -155,13 +157,13 @@ class TensorFlowBackend(ProgramBackend):
                 len(values),
                 len(values),
             )
-        for variable, new in zip(variables, values):
+        for variable, new in zip(variables, values, strict=False):
             if tuple(variable.shape) != np.shape(new):
                 raise ValueError(
                     f"state {state.name!r}: variable {getattr(variable, 'path', variable.name)!r} has "
                     f"shape {tuple(variable.shape)}; the value to restore has {np.shape(new)}"
                 )
-        for variable, new in zip(variables, values):
+        for variable, new in zip(variables, values, strict=False):
             variable.assign(new)
 
     def translate_error(self, error: BaseException) -> BaseException | None:

@@ -11,7 +11,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import tensorflow as tf
 
@@ -19,7 +19,7 @@ from looprt.backends.tensorflow.checkpoints import ManagedSaver, step_of
 
 __all__ = ["GraphSaver"]
 
-logger = logging.getLogger("looprt.checkpoint")
+logger = logging.getLogger(__name__)
 
 
 class GraphSaver(ManagedSaver):
@@ -33,7 +33,7 @@ class GraphSaver(ManagedSaver):
     one ``GraphSaver`` per TF saver, so one manager keeps each directory.
     """
 
-    _wrappers: weakref.WeakKeyDictionary[Any, GraphSaver] = weakref.WeakKeyDictionary()
+    _wrappers: ClassVar[weakref.WeakKeyDictionary[Any, GraphSaver]] = weakref.WeakKeyDictionary()
     _wrappers_lock = threading.Lock()
 
     def __init__(self, saver: Any, *, clock: Callable[[], float] = time.time) -> None:
@@ -121,13 +121,13 @@ class GraphSaver(ManagedSaver):
                 save_debug_info=save_debug_info,
             )
 
-        return self._save_with(save_path, step, write, write_state)
+        return self.save_with(save_path, step, write, write_state)
 
     def restore(self, sess: Any, save_path: str | None) -> None:
         """Restore a checkpoint folder (verified first) or a plain TF prefix, as TF's ``Saver.restore``."""
         if save_path is None:
             raise ValueError("Can't load save_path when it is None.")
-        self._saver.restore(sess, self._verified_prefix(save_path))
+        self._saver.restore(sess, self.verified_prefix(save_path))
 
     def recover_last_checkpoints(self, checkpoint_paths: Any) -> None:
         """Nothing to do: the manager reads its checkpoints back from the index."""

@@ -70,17 +70,19 @@ class CheckpointSaverHook(looprt.hooks.checkpoint_saver.CheckpointSaverHook):
             save_graph_def=save_graph_def,
             clock=clock,
         )
+        self._graph_dir = checkpoint_dir if save_graph_def else None
 
     def after_create_session(self, session: Any, coord: Any) -> None:
-        if self._save_graph_def:
+        if self._graph_dir is not None:
             # TF does this here, not in begin: other hooks may still add ops in begin.
             graph_def = session.graph.as_graph_def(add_shapes=True)
-            tf.io.write_graph(graph_def, self._checkpoint_dir, "graph.pbtxt")
-            _add_graph_event(SummaryWriterCache.get(self._checkpoint_dir), graph_def)
+            tf.io.write_graph(graph_def, self._graph_dir, "graph.pbtxt")
+            _add_graph_event(SummaryWriterCache.get(self._graph_dir), graph_def)
         super().after_create_session(session, coord)
 
-    def _get_saver(self, session: Any) -> Any:
-        return GraphSaver.wrap(super()._get_saver(session))
+    def get_saver(self, session: Any) -> Any:
+        """The saver looprt's hook finds, a TF ``Saver`` wrapped in its ``GraphSaver``."""
+        return GraphSaver.wrap(super().get_saver(session))
 
 
 def _add_graph_event(writer: Any, graph_def: Any) -> None:
@@ -120,8 +122,8 @@ class LoggingTensorHook(looprt.hooks.logging_tensor.LoggingTensorHook):
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(tensors, every_n_iter, every_n_secs, at_end, formatter, clock=clock)
-        self._given_tensors = dict(self._tensors)
+        self._given_tensors = self.tensors
 
     def begin(self) -> None:
         super().begin()
-        self._tensors = {tag: _as_graph_element(t) for tag, t in self._given_tensors.items()}
+        self.tensors = {tag: _as_graph_element(t) for tag, t in self._given_tensors.items()}

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 import looprt.coordinator
 import looprt.errors
-import looprt.monitored_session
+import looprt.session.monitored
 from looprt.backends.tensorflow.errors import CLEAN_END_ERRORS, RECOVERABLE_ERRORS
 from looprt.backends.tensorflow.session_creator import ChiefSessionCreator
 
@@ -46,7 +46,7 @@ class _GraphMode:
 
     recoverable_errors = RECOVERABLE_ERRORS
     clean_end_errors = CLEAN_END_ERRORS
-    hooked_session_options: dict[str, Any] = {
+    hooked_session_options: dict[str, Any] = {  # noqa: RUF012 - read-only; typed as the base's
         "new_options": tf.compat.v1.RunOptions,
         "new_metadata": tf.compat.v1.RunMetadata,
         "share_defaults": False,
@@ -62,16 +62,16 @@ class _GraphMode:
         if tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.QUEUE_RUNNERS):
             tf.compat.v1.train.start_queue_runners(sess=raw_session, coord=coord)
 
-    def _close_internal(self, exception_type: type[BaseException] | None = None) -> None:
+    def close_session(self, exception_type: type[BaseException] | None = None) -> None:
         try:
-            super()._close_internal(exception_type)  # type: ignore[misc]
+            super().close_session(exception_type)  # type: ignore[misc]
         finally:
             if not self._graph_was_finalized:
                 # TF's own step back: the graph was finalized by this session's scaffold.
                 self._tf_graph._unsafe_unfinalize()
 
 
-class MonitoredSession(_GraphMode, looprt.monitored_session.MonitoredSession):
+class MonitoredSession(_GraphMode, looprt.session.monitored.MonitoredSession):
     """``tf.compat.v1.train.MonitoredSession`` on looprt: hooks, recovery, TF graph mode.
 
     ``session_creator`` defaults to ``ChiefSessionCreator()`` (the drop-in's).
@@ -98,7 +98,7 @@ class MonitoredSession(_GraphMode, looprt.monitored_session.MonitoredSession):
         )
 
 
-class SingularMonitoredSession(_GraphMode, looprt.monitored_session.SingularMonitoredSession):
+class SingularMonitoredSession(_GraphMode, looprt.session.monitored.SingularMonitoredSession):
     """``tf.compat.v1.train.SingularMonitoredSession`` on looprt: a chief session without recovery.
 
     ``raw_session()`` is the ``tf.compat.v1.Session``.
@@ -123,6 +123,6 @@ class SingularMonitoredSession(_GraphMode, looprt.monitored_session.SingularMoni
             checkpoint_filename_with_path=checkpoint_filename_with_path,
         )
         # Past looprt's SingularMonitoredSession.__init__, which would make looprt's creator.
-        super(looprt.monitored_session.SingularMonitoredSession, self).__init__(
+        super(looprt.session.monitored.SingularMonitoredSession, self).__init__(
             creator, hooks, should_recover=False, stop_grace_period_secs=stop_grace_period_secs
         )

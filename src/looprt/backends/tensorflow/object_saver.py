@@ -23,7 +23,7 @@ from looprt.checkpoint import MANIFEST
 
 __all__ = ["ObjectSaver", "is_trackable"]
 
-logger = logging.getLogger("looprt.checkpoint")
+logger = logging.getLogger(__name__)
 
 
 PINNED_PREFIX = ".pinned-"
@@ -161,7 +161,7 @@ class ObjectSaver(ManagedSaver):
                 NumpyBackend().save_payload(extra, os.path.dirname(prefix))
             return written
 
-        path = self._save_with(save_path, step, write, write_state)
+        path = self.save_with(save_path, step, write, write_state)
         assert path is not None  # a program always has its global step to write
         return path
 
@@ -171,7 +171,7 @@ class ObjectSaver(ManagedSaver):
 
         if save_path is None:
             raise ValueError("Can't load save_path when it is None.")
-        prefix = self._pin_for_reading(save_path, self._verified_prefix(save_path))
+        prefix = self._pin_for_reading(save_path, self.verified_prefix(save_path))
         program = self._program
         backend = program.backend
         trackable, other = self._split()

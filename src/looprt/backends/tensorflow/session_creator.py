@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from looprt.backends.tensorflow.scaffold import Scaffold
 from looprt.backends.tensorflow.session_manager import SessionManager
-from looprt.session_creator import SessionCreator
+from looprt.session.creator import SessionCreator
 
 __all__ = ["ChiefSessionCreator", "SessionCreator", "WorkerSessionCreator"]
 

@@ -30,7 +30,7 @@ from looprt.backends.tensorflow.graph_saver import GraphSaver
 
 __all__ = ["SessionManager"]
 
-logger = logging.getLogger("looprt")
+logger = logging.getLogger(__name__)
 
 _SAVED_MODEL_INITIALIZERS = "saved_model_initializers"
 

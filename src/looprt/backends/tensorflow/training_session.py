@@ -19,7 +19,7 @@ from looprt.backends.tensorflow.scaffold import Scaffold
 from looprt.backends.tensorflow.session_creator import ChiefSessionCreator, WorkerSessionCreator
 from looprt.hooks.step_counter import StepCounterHook
 from looprt.hooks.summary_saver import SummarySaverHook
-from looprt.training_session import USE_DEFAULT, TrainingSessionParts, training_session
+from looprt.session.training import USE_DEFAULT, TrainingSessionParts, training_session
 
 __all__ = ["USE_DEFAULT", "MonitoredTrainingSession"]
 

@@ -30,14 +30,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from looprt.backends.protocol import ProgramBackend
 from looprt.backends.torch import distributed, inputs, rng, state
 from looprt.backends.torch.errors import translate
 from looprt.backends.torch.session import TorchSession
 from looprt.backends.torch.values import to_device, to_host
+from looprt.program.backend import ProgramBackend
 
 if TYPE_CHECKING:
-    from looprt.program import Program, State
+    from looprt.program.handles import State
+    from looprt.program.program import Program
 
 __all__ = ["TorchBackend"]
 
@@ -104,8 +105,12 @@ class TorchBackend(ProgramBackend):
     def snapshot(self, value: Any) -> Any:
         return state.snapshot(value)
 
-    def assign(self, handle: State, value: Any) -> None:
+    def check_assign(self, handle: State, value: Any) -> None:
+        """Raise if ``value`` cannot be restored into ``handle``'s live object; change nothing."""
         state.check(handle.name, handle.value, value)
+
+    def assign(self, handle: State, value: Any) -> None:
+        self.check_assign(handle, value)
         handle.value = state.load(handle.value, value)
 
     def state_dict(self, program: Program) -> dict[str, Any]:
@@ -136,7 +141,7 @@ class TorchBackend(ProgramBackend):
                 f"missing {missing}, unexpected {unexpected}"
             )
         for name, handle in program.states.items():
-            state.check(name, handle.value, values[name])
+            self.check_assign(handle, values[name])
         if INPUTS_KEY in values:
             inputs.check_inputs(program, values[INPUTS_KEY])
             inputs.restore_inputs(program, values[INPUTS_KEY], self._input_starts(program))

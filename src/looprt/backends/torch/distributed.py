@@ -367,6 +367,6 @@ def MonitoredTrainingSession(
     ``hooks``, so the ranks stop together. Every other argument is passed on
     (by keyword).
     """
-    from looprt.training_session import default_parts, training_session
+    from looprt.session.training import default_parts, training_session
 
     return training_session(default_parts(), is_chief=is_chief, hooks=hooks, job=job_defaults(), **kwargs)

@@ -26,11 +26,12 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from looprt.backends.torch import rng
-from looprt.program import Input, Program
+from looprt.program.handles import Input
+from looprt.program.program import Program
 
 __all__ = ["InputStarts", "check_inputs", "input_states", "is_resumable", "restore_inputs"]
 
-logger = logging.getLogger("looprt.backends.torch")
+logger = logging.getLogger(__name__)
 
 
 def is_resumable(iterable: Any) -> bool:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from looprt.backends.torch.inputs import InputStarts, replayed_inputs
-from looprt.program import Program
-from looprt.program_session import ProgramSession
+from looprt.program.program import Program
+from looprt.program.session import ProgramSession
 
 __all__ = ["TorchSession"]
 
@@ -26,12 +26,6 @@ class TorchSession(ProgramSession):
         self._unstarted = replayed_inputs(program)
         if not self._unstarted:
             self._go_direct()
-
-    def lone_runner(self, fetches: Any) -> Any:
-        """``ProgramSession.lone_runner``, once every replayed input has started (None before)."""
-        if self._unstarted:
-            return None
-        return super().lone_runner(fetches)
 
     def _go_direct(self) -> None:
         # An instance attribute shadows the method below: no extra frame per run from now on.

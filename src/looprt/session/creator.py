@@ -11,7 +11,7 @@ import abc
 import numbers
 from typing import Any
 
-from looprt.scaffold import Scaffold
+from looprt.session.scaffold import Scaffold
 
 __all__ = ["ChiefSessionCreator", "SessionCreator", "WorkerSessionCreator"]
 

@@ -33,189 +33,16 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
-from looprt.errors import FetchError, OutOfRangeError
+from looprt.errors import StateUpdateError
+from looprt.program.handles import REQUIRED, Handle, Input, State, Step
+from looprt.program.rebinding import check_rebinding
 
 if TYPE_CHECKING:
     from looprt.backends.protocol import Backend
 
-__all__ = [
-    "Handle",
-    "Input",
-    "Output",
-    "Program",
-    "State",
-    "Step",
-    "get_default_program",
-    "wrap",
-]
+__all__ = ["GLOBAL_STEP", "Program", "get_default_program", "wrap"]
 
-_REQUIRED: Any = object()
 GLOBAL_STEP = "global_step"
-
-
-class Handle:
-    """Something a session can fetch: an input, state, a step or a step's output."""
-
-    __slots__ = ("program", "name")
-
-    kind = "handle"
-
-    def __init__(self, program: Program, name: str) -> None:
-        self.program = program
-        self.name = name
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r} of {self.program.name!r}>"
-
-
-class Input(Handle):
-    """A named input: fed, pulled from ``iterable`` (once per run), or ``default``."""
-
-    __slots__ = ("default", "iterable", "_iterator", "_lock", "position")
-
-    kind = "input"
-
-    def __init__(
-        self, program: Program, name: str, default: Any = _REQUIRED, iterable: Any = None
-    ) -> None:
-        super().__init__(program, name)
-        self.default = default
-        self.iterable = iterable
-        self._iterator: Iterator[Any] | None = None
-        self._lock = threading.Lock()
-        self.position = 0  # items pulled so far, for resuming
-
-    @property
-    def required(self) -> bool:
-        """Whether a run that needs this input fails unless it is fed."""
-        return self.iterable is None and self.default is _REQUIRED
-
-    def restart(self, iterator: Iterator[Any] | None, position: int) -> None:
-        """Continue from ``iterator``, counting ``position`` items pulled so far.
-
-        For restoring where an input stood (a backend that replays or reloads
-        its iterable). ``iterator=None`` makes the next pull iterate the
-        iterable afresh.
-        """
-        if isinstance(position, bool) or not isinstance(position, int) or position < 0:
-            raise ValueError(f"input {self.name!r}: position must be an int >= 0, got {position!r}")
-        with self._lock:
-            self._iterator = iterator
-            self.position = position
-
-    def pull(self) -> Any:
-        """The next item of the iterable; ``OutOfRangeError`` once it is exhausted."""
-        with self._lock:
-            if self._iterator is None:
-                self._iterator = iter(self.iterable)
-            try:
-                item = next(self._iterator)
-            except StopIteration:
-                raise OutOfRangeError(
-                    f"input {self.name!r} of {self.program.name!r} is exhausted "
-                    f"after {self.position} items"
-                ) from None
-            self.position += 1
-            return item
-
-
-class State(Handle):
-    """A named piece of state; ``value`` is the live object the steps use."""
-
-    __slots__ = ("value", "initial")
-
-    kind = "state"
-
-    def __init__(self, program: Program, name: str, value: Any, initial: Any) -> None:
-        super().__init__(program, name)
-        self.value = value
-        self.initial = initial
-
-
-class Output(Handle):
-    """One named result of a step; fetching it runs the step."""
-
-    __slots__ = ("step", "key")
-
-    kind = "output"
-
-    def __init__(self, step: Step, key: str) -> None:
-        super().__init__(step.program, f"{step.name}/{key}")
-        self.step = step
-        self.key = key
-
-
-class Step(Handle):
-    """A step operation; fetching it runs ``fn`` and gives None, like a TF op.
-
-    Its outputs are ``step.<name>`` or ``step["name"]`` (``step.outputs`` maps
-    every declared one). With ``outputs`` undeclared, any name is accepted and
-    checked against what the function returns when it runs.
-    """
-
-    __slots__ = ("fn", "bindings", "declared", "advance_global_step", "_outputs", "index")
-
-    kind = "step"
-
-    def __init__(
-        self,
-        program: Program,
-        name: str,
-        fn: Callable[..., Any],
-        bindings: Sequence[tuple[str, Handle]],
-        declared: tuple[str, ...] | None,
-        advance_global_step: bool,
-        index: int,
-    ) -> None:
-        super().__init__(program, name)
-        self.fn = fn
-        self.bindings = tuple(bindings)
-        self.declared = declared
-        self.advance_global_step = advance_global_step
-        self._outputs: dict[str, Output] = {}
-        self.index = index
-
-    def __getitem__(self, key: str) -> Output:
-        output = self._outputs.get(key)
-        if output is None:
-            if self.declared is not None and key not in self.declared:
-                raise FetchError(
-                    f"step {self.name!r} has no output {key!r}; "
-                    f"its outputs are {', '.join(map(repr, self.declared)) or 'none'}"
-                )
-            output = self._outputs[key] = Output(self, key)
-        return output
-
-    def __getattr__(self, key: str) -> Output:
-        if key.startswith("_"):
-            raise AttributeError(key)
-        try:
-            return self[key]
-        except FetchError as e:
-            raise AttributeError(str(e)) from None
-
-    @property
-    def outputs(self) -> dict[str, Output]:
-        """Every declared output by name (empty when none were declared)."""
-        return {key: self[key] for key in self.declared or ()}
-
-    def results(self, returned: Any) -> Mapping[str, Any]:
-        """Name what ``fn`` returned: a mapping, or values in declared order."""
-        if isinstance(returned, Mapping):
-            return returned
-        declared = self.declared
-        if returned is None and not declared:
-            return {}
-        if declared is not None:
-            if len(declared) == 1:
-                return {declared[0]: returned}
-            if isinstance(returned, (tuple, list)) and len(returned) == len(declared):
-                return dict(zip(declared, returned))
-        raise TypeError(
-            f"step {self.name!r} returned {type(returned).__name__}; it must return a "
-            f"mapping of outputs"
-            + (f" or a sequence of {len(declared)} values for {declared}" if declared else "")
-        )
 
 
 _default_programs: list[Program] = []
@@ -258,6 +85,10 @@ class Program:
         self.finalized = False
         self.ready = threading.Event()
         self._initializer: Step | None = None
+        # The initial-value lifecycle (see ``initializer``).
+        self._lock = threading.Lock()
+        self.pristine = True  # no step has run and nothing was restored
+        self.checkpointed = False
         self.global_step = self._add_state(GLOBAL_STEP, self.backend.new_global_step())
 
     @property
@@ -283,7 +114,7 @@ class Program:
         if name in self._handles:
             raise ValueError(f"program {self.name!r} already has a {self._handles[name].kind} named {name!r}")
 
-    def input(self, name: str, *, default: Any = _REQUIRED, iterable: Iterable[Any] | None = None) -> Input:
+    def input(self, name: str, *, default: Any = REQUIRED, iterable: Iterable[Any] | None = None) -> Input:
         """Declare an input: fed, pulled from ``iterable`` once per run, or ``default``."""
         self._check_new(name)
         handle = Input(self, name, default, iterable)
@@ -291,12 +122,15 @@ class Program:
         return handle
 
     def state(self, name: str, value: Any) -> State:
-        """Declare state: ``value`` is the live object; a snapshot of it is the initial value."""
+        """Declare state: ``value`` is the live object the steps use and a checkpoint holds.
+
+        No copy is taken here (see ``initializer`` for when one is).
+        """
         self._check_new(name)
         return self._add_state(name, value)
 
     def _add_state(self, name: str, value: Any) -> State:
-        handle = State(self, name, value, self.backend.snapshot(value))
+        handle = State(self, name, value)
         self._handles[name] = self.states[name] = handle
         return handle
 
@@ -307,6 +141,7 @@ class Program:
         /,
         *,
         outputs: Sequence[str] | None = None,
+        updates: Sequence[str | State] = (),
         name: str | None = None,
         advance_global_step: bool = True,
     ) -> Step: ...
@@ -318,6 +153,7 @@ class Program:
         /,
         *,
         outputs: Sequence[str] | None = None,
+        updates: Sequence[str | State] = (),
         name: str | None = None,
         advance_global_step: bool = True,
     ) -> Callable[[Callable[..., Any]], Step]: ...
@@ -328,33 +164,62 @@ class Program:
         /,
         *,
         outputs: Sequence[str] | None = None,
+        updates: Sequence[str | State] = (),
         name: str | None = None,
         advance_global_step: bool = True,
     ) -> Step | Callable[[Callable[..., Any]], Step]:
         """Declare a step (usable as a decorator). Its parameters name inputs or state.
 
-        ``outputs`` names what the step returns; ``advance_global_step`` adds
-        one to the global step each time the step runs.
+        ``outputs`` names what the step returns. ``updates`` names state the
+        step replaces: it returns each new value under the state's name (in a
+        mapping, or first in a returned sequence: ``updates`` then
+        ``outputs``), and the session assigns it after the step.
+        ``advance_global_step`` adds one to the global step each time the
+        step runs. ``StateUpdateError`` if the function rebinds a state
+        parameter it does not declare in ``updates`` (the state would never
+        change).
         """
-
-        if isinstance(outputs, str):
-            raise TypeError(
-                f"outputs must be a sequence of names, got the string {outputs!r}; "
-                f"write outputs=({outputs!r},)"
-            )
+        for argument, names in (("outputs", outputs), ("updates", updates)):
+            if isinstance(names, str):
+                raise TypeError(
+                    f"{argument} must be a sequence of names, got the string {names!r}; "
+                    f"write {argument}=({names!r},)"
+                )
 
         def declare(f: Callable[..., Any]) -> Step:
             step_name = name or str(getattr(f, "__name__", "step"))
             self._check_new(step_name)
-            bindings = self._bind(step_name, f)
+            updated = self._updated_states(step_name, updates)
             declared = None if outputs is None else tuple(outputs)
-            step = Step(self, step_name, f, bindings, declared, advance_global_step, len(self.steps))
+            clash = sorted({s.name for s in updated} & set(declared or ()))
+            if clash:
+                raise ValueError(f"step {step_name!r}: {clash} are declared as both outputs and updates")
+            bindings = self._bind(step_name, f, {s.name for s in updated})
+            step = Step(self, step_name, f, bindings, declared, advance_global_step, len(self.steps), updated)
             self._handles[step_name] = self.steps[step_name] = step
             return step
 
         return declare(fn) if fn is not None else declare
 
-    def _bind(self, step_name: str, fn: Callable[..., Any]) -> list[tuple[str, Handle]]:
+    def _updated_states(self, step_name: str, updates: Sequence[str | State]) -> tuple[State, ...]:
+        states: list[State] = []
+        for item in updates:
+            state = self.states.get(item) if isinstance(item, str) else item
+            if not isinstance(state, State) or state.program is not self:
+                raise ValueError(
+                    f"step {step_name!r} updates {item!r}, which is not state of {self.name!r} "
+                    f"(state: {', '.join(self.states)})"
+                )
+            if state is self.global_step:
+                raise StateUpdateError(
+                    f"step {step_name!r} cannot update the global step; it advances by one per "
+                    "run of a step declared with advance_global_step=True"
+                )
+            if state not in states:
+                states.append(state)
+        return tuple(states)
+
+    def _bind(self, step_name: str, fn: Callable[..., Any], updated: set[str]) -> list[tuple[str, Handle]]:
         bindings: list[tuple[str, Handle]] = []
         for param in inspect.signature(fn).parameters.values():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
@@ -368,6 +233,8 @@ class Program:
                     f"of {self.name!r} (inputs: {', '.join(self.inputs) or 'none'}; "
                     f"state: {', '.join(self.states)})"
                 )
+        states = {param: h.value for param, h in bindings if isinstance(h, State)}
+        check_rebinding(step_name, fn, states, updated, self.backend.updatable_in_place)
         return bindings
 
     def summary(self, tag: str, handle: Handle | str) -> None:
@@ -401,17 +268,51 @@ class Program:
 
     @property
     def initializer(self) -> Step:
-        """A step that sets every piece of state to its initial value (TF's init op)."""
+        """A step that sets every piece of state to its initial value (TF's init op).
+
+        The initial value is the live value until a step first runs. Only
+        then, and only if no checkpoint of the program has been written or
+        restored, is a copy kept (``State.initial``), for a later session
+        that initializes again (a recovery with no checkpoint to restore);
+        the copy is dropped when a checkpoint commits or is restored. A
+        program whose copies were dropped cannot be initialized again once
+        it has run: ``RuntimeError`` (restore a checkpoint instead).
+        """
         if self._initializer is None:
-            backend = self.backend
-            states = self.states
-
-            def initialize() -> None:
-                for state in states.values():
-                    backend.assign(state, state.initial)
-
-            self._initializer = Step(self, "initializer", initialize, (), (), False, -1)
+            self._initializer = Step(self, "initializer", self._initialize, (), (), False, -1)
         return self._initializer
+
+    def _initialize(self) -> None:
+        if self.pristine:
+            return  # nothing has run: the live values are the initial ones
+        backend = self.backend
+        for state in self.states.values():
+            if state.initial is None:
+                raise RuntimeError(
+                    f"state {state.name!r} of {self.name!r} cannot be initialized again: its "
+                    "initial value was not kept, since a checkpoint was written or restored "
+                    "before the program first ran. Restore a checkpoint instead."
+                )
+            backend.assign(state, state.initial)
+
+    def about_to_run(self) -> None:
+        """Called by a session before the first step of the program runs (``pristine`` is True)."""
+        with self._lock:
+            if self.pristine:
+                if not self.checkpointed:
+                    snapshot = self.backend.snapshot
+                    for state in self.states.values():
+                        state.initial = snapshot(state.value)
+                self.pristine = False
+
+    def note_checkpoint(self, *, restored: bool = False) -> None:
+        """A checkpoint of this program committed (or was ``restored``): the initial copies can go."""
+        with self._lock:
+            self.checkpointed = True
+            if restored:
+                self.pristine = False
+            for state in self.states.values():
+                state.initial = None
 
     def finalize(self) -> None:
         """Accept no new inputs, state or steps from now on."""
@@ -446,6 +347,7 @@ def wrap(
     state: Mapping[str, Any] | None = None,
     inputs: Iterable[Any] | Mapping[str, Iterable[Any] | None] | None = None,
     outputs: Sequence[str] | None = None,
+    updates: Sequence[str] = (),
     backend: str | Backend | None = None,
     name: str | None = None,
     advance_global_step: bool = True,
@@ -456,7 +358,10 @@ def wrap(
     over them or take them by name). ``inputs`` is an iterable that feeds the
     function's first non-state parameter, or a mapping of parameter name to
     iterable (None: fed). Remaining parameters without defaults become fed
-    inputs. The backend is inferred from the state's types unless given.
+    inputs. ``outputs`` and ``updates`` are as in ``Program.step``: a
+    functional step (``return params, opt_state, loss``) names its state in
+    ``updates`` and its other results in ``outputs``. The backend is
+    inferred from the state's types unless given.
 
     >>> step = wrap(lambda batch: {"double": 2 * batch}, inputs=[1, 2, 3])
     >>> step.program.inputs["batch"].iterable
@@ -491,7 +396,9 @@ def wrap(
         if p.name not in program.handles and p.default is p.empty:
             program.input(p.name)
     step_name = fn_name if fn_name.isidentifier() and fn_name not in program.handles else "step"
-    return program.step(fn, outputs=outputs, name=step_name, advance_global_step=advance_global_step)
+    return program.step(
+        fn, outputs=outputs, updates=updates, name=step_name, advance_global_step=advance_global_step
+    )
 
 
 def snapshot_copy(value: Any) -> Any:

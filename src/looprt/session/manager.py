@@ -12,11 +12,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from looprt.program import Program
+from looprt.program.program import Program
 
 __all__ = ["SessionManager"]
 
-logger = logging.getLogger("looprt")
+logger = logging.getLogger(__name__)
 
 
 def _not_ready(value: Any) -> str | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from looprt.program import Program, get_default_program
+from looprt.program.program import Program, get_default_program
 
 __all__ = ["Scaffold"]
 

@@ -18,6 +18,7 @@ The lifecycle, as TF's ``tf.compat.v1.train.MonitoredSession`` defines it::
 
     close() / leaving the with block:
         if no error is propagating (OutOfRangeError and StopIteration count as none):
+            raw.end_training()                 # looprt: a fetch in end() may not train on
             for hook in hooks: hook.end(raw)
         coord.request_stop(); coord.join(grace period); raw.close()
 
@@ -34,7 +35,6 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
-from looprt.coordinated_session import CoordinatedSession
 from looprt.coordinator import Coordinator
 from looprt.errors import (
     AbortedError,
@@ -43,12 +43,13 @@ from looprt.errors import (
     StepFnSignatureError,
     UnavailableError,
 )
-from looprt.hooked_session import HookedSession
 from looprt.hooks.dispatch import calls
-from looprt.recoverable_session import RecoverableSession
-from looprt.scaffold import Scaffold
-from looprt.session_creator import ChiefSessionCreator, SessionCreator
-from looprt.step_context import StepContext
+from looprt.session.coordinated import CoordinatedSession
+from looprt.session.creator import ChiefSessionCreator, SessionCreator
+from looprt.session.hooked import HookedSession
+from looprt.session.recoverable import RecoverableSession
+from looprt.session.scaffold import Scaffold
+from looprt.session.step_context import StepContext
 
 _HOOK_METHODS = ("begin", "after_create_session", "before_run", "after_run", "end")
 
@@ -78,13 +79,7 @@ class _CoordinatedSessionCreator(SessionCreator):
         self.raw_session: Any = None
         self.hooked: HookedSession | None = None
 
-    def catch_up(self) -> None:
-        """Tell idle hooks about the runs they skipped (before they are called again)."""
-        if self.hooked is not None:
-            self.hooked.catch_up()
-
     def create_session(self) -> CoordinatedSession:
-        self.catch_up()
         self.raw_session = self._session_creator.create_session()
         self.coord = Coordinator(clean_stop_exception_types=[])
         if self._start_threads is not None:
@@ -206,7 +201,7 @@ class _MonitoredSessionBase:
 
     def close(self) -> None:
         """Call every hook's ``end``, stop the threads and close the raw session."""
-        self._close_internal()
+        self.close_session()
 
     def __enter__(self) -> _MonitoredSessionBase:
         return self
@@ -220,15 +215,23 @@ class _MonitoredSessionBase:
         # Exactly these types, as TF compares them: a subclass is an error like any other.
         if exception_type in self.clean_end_errors:
             exception_type = None
-        self._close_internal(exception_type)
+        self.close_session(exception_type)
         return exception_type is None
 
-    def _close_internal(self, exception_type: type[BaseException] | None = None) -> None:
+    def close_session(self, exception_type: type[BaseException] | None = None) -> None:
+        """What ``close`` and ``__exit__`` do: the hooks' ``end`` unless ``exception_type``, then close.
+
+        The seam a backend's subclass extends (the TF drop-in unfinalizes its
+        graph after it); call ``super().close_session(exception_type)``.
+        """
         try:
-            self._coordinated_creator.catch_up()
             if not exception_type:
+                raw = self._coordinated_creator.raw_session
+                end_training = getattr(raw, "end_training", None)
+                if end_training is not None and self._end:
+                    end_training()
                 for _, end in self._end:
-                    end(self._coordinated_creator.raw_session)
+                    end(raw)
         finally:
             try:
                 if self._sess is None:

@@ -11,11 +11,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from looprt.step_context import StepContext
+from looprt.session.step_context import StepContext
 
 __all__ = ["WrappedSession"]
 
-logger = logging.getLogger("looprt")
+logger = logging.getLogger(__name__)
 
 
 class WrappedSession:

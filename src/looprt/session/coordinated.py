@@ -11,7 +11,7 @@ import contextlib
 from typing import Any
 
 from looprt.coordinator import Coordinator
-from looprt.wrapped_session import WrappedSession
+from looprt.session.wrapped import WrappedSession
 
 __all__ = ["CoordinatedSession"]
 

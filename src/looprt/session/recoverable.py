@@ -18,13 +18,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from looprt.step_context import StepContext
+from looprt.session.step_context import StepContext
+from looprt.session.wrapped import WrappedSession
 from looprt.structure import flatten
-from looprt.wrapped_session import WrappedSession
 
 __all__ = ["RecoverableSession"]
 
-logger = logging.getLogger("looprt")
+logger = logging.getLogger(__name__)
 
 _CREATION = "creation"
 _STOP_CHECK = "should_stop"

@@ -11,11 +11,13 @@ One ``run`` evaluates a fetch structure in a fixed order:
 
 Inputs are never pulled for a run that fetches only state.
 
-The commonest run, ``sess.run(train_step)`` with no feeds (one step, nothing
-fetched), takes a short path: no per-run objects, no plan lookup when the
-same handle was fetched last time, the global step counted in place. Every
-Python frame saved there matters: a training step evicts the caches, so each
-one costs about a microsecond after a real step (benchmarks/README.md).
+After a step runs, the state it declares in ``updates`` is assigned from its
+results, and the global step advances if the step says so. A run that fails
+part way keeps what happened before the failure (state changed in place or
+assigned, global-step advances, input pulls).
+
+The session reads the global step on the host without a run
+(``global_step_value``), so hooks decide their triggers without fetching it.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from looprt.backends.protocol import ProgramBackend
-from looprt.errors import ClosedSessionError, FeedError
-from looprt.program import Handle, Input, Output, Program, State, Step
+from looprt.errors import ClosedSessionError, FeedError, FetchError, TrainingEndedError
+from looprt.program.handles import Handle, Input, Output, State, Step
+from looprt.program.program import Program
 from looprt.structure import FetchPlan, PlanCache
 
 __all__ = ["ProgramSession"]
@@ -35,7 +37,7 @@ __all__ = ["ProgramSession"]
 class _Resolved:
     """A plan's leaves, sorted by what evaluating them takes."""
 
-    __slots__ = ("reads", "steps", "outputs", "inputs", "lone", "runner")
+    __slots__ = ("reads", "steps", "outputs", "inputs", "trains")
 
     def __init__(self, plan: FetchPlan, program: Program) -> None:
         self.reads: list[tuple[int, State]] = []
@@ -54,10 +56,8 @@ class _Resolved:
             else:
                 self.inputs.append((position, handle))  # type: ignore[arg-type]
         self.steps = sorted(steps, key=lambda s: s.index)
-        # The step of a run whose fetch is one step itself (a train op): its result is None.
-        bare_step = plan.paths == ("",) and len(self.steps) == 1 and not self.outputs
-        self.lone = self.steps[0] if bare_step else None
-        self.runner: Callable[[], None] | None = None  # made by the session on first use
+        # The first step that advances the global step, which a run after end() refuses.
+        self.trains = next((s for s in self.steps if s.advance_global_step), None)
 
 
 def _handle_for(plan: FetchPlan, position: int, leaf: Any, program: Program) -> Handle:
@@ -116,31 +116,9 @@ def _default(handle: Input) -> Any:
 
 
 def _counter_view(backend: Any, counter: Any) -> memoryview | None:
-    """A memoryview to count ``counter`` through, where the backend counts it as NumPy does.
-
-    That is the default counter (a 0-d int64 NumPy array) of a backend that
-    keeps the default ``increment`` and ``incrementer``: counted through its
-    buffer, about 15x cheaper than a NumPy ``+= 1`` and with the same result,
-    so the counter still fetches and checkpoints as before.
-    """
-    if type(backend).increment is not ProgramBackend.increment:
-        return None
-    if getattr(type(backend), "incrementer", ProgramBackend.incrementer) is not ProgramBackend.incrementer:
-        return None
-    return _int64_scalar_view(counter)
-
-
-def _int64_scalar_view(counter: Any) -> memoryview | None:
-    """A writable memoryview of ``counter`` if it is a 0-d native int64 NumPy array, else None."""
-    import numpy as np
-
-    if type(counter) is not np.ndarray or counter.shape != () or counter.dtype != np.int64:
-        return None
-    view = counter.data
-    # Only a native, writable int64 buffer ("l" or "q"; "<q" etc. name other byte orders).
-    if view.readonly or view.format not in ("l", "q") or view.itemsize != 8:
-        return None
-    return view
+    """``backend.counter_view(counter)``, or None for a backend without one."""
+    view = getattr(backend, "counter_view", None)
+    return None if view is None else view(counter)
 
 
 def _incrementer(backend: Any, counter: Any) -> Callable[[], None]:
@@ -166,15 +144,11 @@ class ProgramSession:
         self._plans = PlanCache()
         self._feed_keys: dict[Any, Input] = {}
         self._closed = False
-        # The handle fetched by the last run, and what its plan resolved to: a loop that
-        # runs one train op skips the plan lookup. Only handles (immutable) are kept.
+        self._ended = False
+        # The handle fetched by the last run and its plan: a loop that runs one train op
+        # skips the plan lookup. Only handles (immutable) are kept.
         self._last_fetch: Any = None
         self._last_plan: FetchPlan | None = None
-        # A backend whose from_feed is the identity is not called for pulled values.
-        from_feed = self.backend.from_feed
-        self._from_feed: Callable[[Any], Any] | None = (
-            None if getattr(from_feed, "__func__", None) is ProgramBackend.from_feed else from_feed
-        )
         # The global step's live counter and how to add one to it: a memoryview of a
         # NumPy counter (counted in place, no call) or the backend's function. Made
         # again if the counter object is ever replaced.
@@ -193,11 +167,32 @@ class ProgramSession:
     def close(self) -> None:
         self._closed = True
 
+    def end_training(self) -> None:
+        """From now on, refuse runs that would run a step advancing the global step.
+
+        ``MonitoredSession`` calls it before the hooks' ``end``: fetching a
+        training step's output there would train one step past the end
+        (``TrainingEndedError``). State and steps declared with
+        ``advance_global_step=False`` (evaluation steps) can still be fetched.
+        """
+        self._ended = True
+
     def __enter__(self) -> ProgramSession:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def global_step_value(self) -> int | None:
+        """The global step on the host, read without a run; None if that needs the device.
+
+        A number where the counter is the default (a 0-d int64 NumPy array),
+        so hooks decide their triggers without fetching the global step.
+        """
+        if self.program.global_step.value is not self._counter:
+            self._bind_counter()
+        view = self._counter_view
+        return None if view is None else int(view[()])
 
     def run(
         self,
@@ -216,125 +211,18 @@ class ProgramSession:
         if fetches is self._last_fetch:
             plan: FetchPlan = self._last_plan  # type: ignore[assignment]
         else:
-            plan = self._plan(fetches)
+            plan = self._plans.plan(fetches)
+            if plan.resolved is None:
+                plan.resolved = _Resolved(plan, self.program)
             if isinstance(fetches, Handle):
                 self._last_fetch, self._last_plan = fetches, plan
-        if plan.resolved.lone is None or feed_dict:
-            return self._run_plan(plan, feed_dict)
-        # The short path: one step, its inputs pulled or defaulted, nothing fetched.
-        (plan.resolved.runner or self._runner(plan.resolved))()
-        return None
-
-    def _plan(self, fetches: Any) -> FetchPlan:
-        """The plan of ``fetches``, its handles resolved against the program."""
-        plan = self._plans.plan(fetches)
-        if plan.resolved is None:
-            plan.resolved = _Resolved(plan, self.program)
-        return plan
-
-    def lone_runner(self, fetches: Any) -> Callable[[], None] | None:
-        """A function that does what ``run(fetches)`` does, for a train op fetched alone.
-
-        None for any other fetch. Calling it is ``run(fetches)`` with no
-        feeds or options, in one call: ``HookedSession`` uses it on runs that
-        skip idle hooks.
-        """
-        if not isinstance(fetches, Handle):
-            return None
-        try:
-            resolved: _Resolved = self._plan(fetches).resolved
-        except Exception:  # noqa: BLE001 - a bad fetch is reported by the run itself
-            return None
-        if resolved.lone is None:
-            return None
-        return resolved.runner or self._runner(resolved)
-
-    def _runner(self, resolved: _Resolved) -> Callable[[], None]:
-        """Make (once per plan) the function that runs ``resolved.lone`` as ``run`` does.
-
-        Straight-line code with everything it needs bound in advance: after a
-        real training step each attribute lookup and call of Python costs
-        several times what it does in a loop (benchmarks/README.md).
-        """
-        step: Step = resolved.lone  # type: ignore[assignment]
-        namespace: dict[str, Any] = {
-            "session": self,
-            "fn": step.fn,
-            "ClosedSessionError": ClosedSessionError,
-            "ff": self._from_feed,
-            "default": _default,
-        }
-        arguments = []
-        for i, (param, handle) in enumerate(step.bindings):
-            namespace[f"h{i}"] = handle
-            if type(handle) is Input:
-                value = f"h{i}.pull()" if handle.iterable is not None else f"default(h{i})"
-                if self._from_feed is not None:
-                    value = f"ff({value})"
-            else:
-                value = f"h{i}.value"
-            arguments.append(f"{param}={value}")
-        lines = [
-            "def run():",
-            "    if session._closed:",
-            "        raise ClosedSessionError('Attempted to use a closed Session.')",
-            "    try:",
-            f"        fn({', '.join(arguments)})",
-            "    except Exception as error:",
-            "        session._raise_translated(error)",
-            "        raise",
-        ]
-        if step.advance_global_step:
-            self._bind_counter()
-            namespace.update(state=self.program.global_step, counter=self._counter, view=self._counter_view)
-            if self._counter_view is not None:
-                lines += [
-                    "    if state.value is counter:",
-                    "        view[()] += 1",
-                    "    else:",
-                    "        session._advance()",
-                ]
-            else:
-                lines.append("    session._advance()")
-        exec("\n".join(lines) + "\n", namespace)  # noqa: S102 - parameter names and fixed text only
-        runner: Callable[[], None] = namespace["run"]
-        resolved.runner = runner
-        return runner
-
-    def global_step_view(self) -> tuple[State, Any, memoryview] | None:
-        """The global step's handle, its live counter and a view reading it without a call.
-
-        None unless the counter is a 0-d int64 NumPy array (the default).
-        ``HookedSession`` reads the step before each run through it to skip
-        idle hooks (``looprt.hooks.idle``); the view is valid while
-        ``state.value`` is that counter.
-        """
-        state = self.program.global_step
-        counter = state.value
-        view = _int64_scalar_view(counter)
-        return None if view is None else (state, counter, view)
-
-    def advances_global_step_by_one(self, fetches: Any) -> bool:
-        """Whether every run of ``fetches`` runs one step that adds one to the global step.
-
-        True for a step, or one of its outputs, fetched alone (a handle or a
-        name), when the step advances the global step and does not take it as
-        an argument (so cannot change it).
-        """
-        if not isinstance(fetches, (Handle, str)):
-            return False
-        try:
-            steps = self._plan(fetches).resolved.steps
-        except Exception:  # noqa: BLE001 - a bad fetch is reported by the run itself
-            return False
-        if len(steps) != 1 or not steps[0].advance_global_step:
-            return False
-        step = steps[0]
-        return all(handle is not self.program.global_step for _, handle in step.bindings)
-
-    def _run_plan(self, plan: FetchPlan, feed_dict: Mapping[Any, Any] | None) -> Any:
-        """Any run: reads, the steps needed, outputs and fetched inputs, host values."""
         resolved: _Resolved = plan.resolved
+        if self._ended and resolved.trains is not None:
+            raise TrainingEndedError(
+                f"fetching {fetches!r:.80} after training ended would run step "
+                f"{resolved.trains.name!r}, which advances the global step. In end(), fetch state or "
+                "outputs of a step declared with advance_global_step=False (an evaluation step)."
+            )
         backend = self.backend
         inputs = _RunInputs(self._feeds(feed_dict) if feed_dict else {}, backend)
         values: list[Any] = [None] * len(plan.leaves)
@@ -359,6 +247,8 @@ class ProgramSession:
         return plan.rebuild(values)
 
     def _run_step(self, step: Step, inputs: _RunInputs) -> Mapping[str, Any]:
+        if self.program.pristine:
+            self.program.about_to_run()
         kwargs: dict[str, Any] = {}
         for param, handle in step.bindings:
             if type(handle) is Input:
@@ -371,7 +261,15 @@ class ProgramSession:
             self._raise_translated(error)
             raise
         # A dict is what most steps return: no need to ask Step.results to name it.
-        results = returned if type(returned) is dict else step.results(returned)
+        results = returned if type(returned) is dict and not step.updates else step.results(returned)
+        for state in step.updates:
+            try:
+                state.value = results[state.name]
+            except KeyError:
+                raise FetchError(
+                    f"step {step.name!r} declares updates of {state.name!r} but returned no "
+                    f"{state.name!r} (it returned {', '.join(map(repr, results)) or 'nothing'})"
+                ) from None
         if step.advance_global_step:
             self._advance()
         return results
@@ -392,7 +290,8 @@ class ProgramSession:
 
     def _advance(self) -> None:
         """Add one to the global step."""
-        self._bind_counter()
+        if self.program.global_step.value is not self._counter:
+            self._bind_counter()
         if self._counter_view is not None:
             self._counter_view[()] += 1
         else:

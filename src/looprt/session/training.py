@@ -15,9 +15,9 @@ import numbers
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from looprt.monitored_session import MonitoredSession
-from looprt.scaffold import Scaffold
-from looprt.session_creator import ChiefSessionCreator, WorkerSessionCreator
+from looprt.session.creator import ChiefSessionCreator, WorkerSessionCreator
+from looprt.session.monitored import MonitoredSession
+from looprt.session.scaffold import Scaffold
 
 __all__ = [
     "USE_DEFAULT",

@@ -1,0 +1,202 @@
+"""The handles of a program: what a session can fetch and feed.
+
+* ``Input``: fed through ``feed_dict``, pulled from an iterable, or a default;
+* ``State``: a live object a checkpoint holds;
+* ``Step``: a function of inputs and state, run at most once per ``run``;
+* ``Output``: one named result of a step (fetching it runs the step).
+
+A step changes state in place (a module, an optimizer, an array written
+into) or functionally: it names the state in ``updates`` and returns new
+values for it, which the session assigns after the step.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from looprt.errors import FetchError, OutOfRangeError
+
+if TYPE_CHECKING:
+    from looprt.program.program import Program
+
+__all__ = ["REQUIRED", "Handle", "Input", "Output", "State", "Step"]
+
+REQUIRED: Any = object()  # an input's default when it has none
+
+
+class Handle:
+    """Something a session can fetch: an input, state, a step or a step's output."""
+
+    __slots__ = ("program", "name")
+
+    kind = "handle"
+
+    def __init__(self, program: Program, name: str) -> None:
+        self.program = program
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} of {self.program.name!r}>"
+
+
+class Input(Handle):
+    """A named input: fed, pulled from ``iterable`` (once per run), or ``default``."""
+
+    __slots__ = ("default", "iterable", "_iterator", "_lock", "position")
+
+    kind = "input"
+
+    def __init__(self, program: Program, name: str, default: Any = REQUIRED, iterable: Any = None) -> None:
+        super().__init__(program, name)
+        self.default = default
+        self.iterable = iterable
+        self._iterator: Iterator[Any] | None = None
+        self._lock = threading.Lock()
+        self.position = 0  # items pulled so far, for resuming
+
+    @property
+    def required(self) -> bool:
+        """Whether a run that needs this input fails unless it is fed."""
+        return self.iterable is None and self.default is REQUIRED
+
+    def restart(self, iterator: Iterator[Any] | None, position: int) -> None:
+        """Continue from ``iterator``, counting ``position`` items pulled so far.
+
+        For restoring where an input stood (a backend that replays or reloads
+        its iterable). ``iterator=None`` makes the next pull iterate the
+        iterable afresh.
+        """
+        if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+            raise ValueError(f"input {self.name!r}: position must be an int >= 0, got {position!r}")
+        with self._lock:
+            self._iterator = iterator
+            self.position = position
+
+    def pull(self) -> Any:
+        """The next item of the iterable; ``OutOfRangeError`` once it is exhausted."""
+        with self._lock:
+            if self._iterator is None:
+                self._iterator = iter(self.iterable)
+            try:
+                item = next(self._iterator)
+            except StopIteration:
+                raise OutOfRangeError(
+                    f"input {self.name!r} of {self.program.name!r} is exhausted "
+                    f"after {self.position} items"
+                ) from None
+            self.position += 1
+            return item
+
+
+class State(Handle):
+    """A named piece of state; ``value`` is the live object the steps use.
+
+    ``initial`` is a copy of the value the state is initialized with, taken
+    only while a later session could need it (see ``Program.initializer``);
+    None when no copy is held.
+    """
+
+    __slots__ = ("value", "initial")
+
+    kind = "state"
+
+    def __init__(self, program: Program, name: str, value: Any) -> None:
+        super().__init__(program, name)
+        self.value = value
+        self.initial: Any = None
+
+
+class Output(Handle):
+    """One named result of a step; fetching it runs the step."""
+
+    __slots__ = ("step", "key")
+
+    kind = "output"
+
+    def __init__(self, step: Step, key: str) -> None:
+        super().__init__(step.program, f"{step.name}/{key}")
+        self.step = step
+        self.key = key
+
+
+class Step(Handle):
+    """A step operation; fetching it runs ``fn`` and gives None, like a TF op.
+
+    Its declared outputs are ``step.<name>`` (``step.outputs`` maps every
+    one); ``step["name"]`` also reaches an output of a step that declared
+    none, checked against what the function returns when it runs.
+    ``updates`` are the state handles the step assigns from its results.
+    """
+
+    __slots__ = ("fn", "bindings", "declared", "updates", "advance_global_step", "_outputs", "index")
+
+    kind = "step"
+
+    def __init__(
+        self,
+        program: Program,
+        name: str,
+        fn: Callable[..., Any],
+        bindings: Sequence[tuple[str, Handle]],
+        declared: tuple[str, ...] | None,
+        advance_global_step: bool,
+        index: int,
+        updates: Sequence[State] = (),
+    ) -> None:
+        super().__init__(program, name)
+        self.fn = fn
+        self.bindings = tuple(bindings)
+        self.declared = declared
+        self.updates = tuple(updates)
+        self.advance_global_step = advance_global_step
+        self._outputs: dict[str, Output] = {}
+        self.index = index
+
+    def __getitem__(self, key: str) -> Output:
+        output = self._outputs.get(key)
+        if output is None:
+            if self.declared is not None and key not in self.declared:
+                raise FetchError(
+                    f"step {self.name!r} has no output {key!r}; "
+                    f"its outputs are {', '.join(map(repr, self.declared)) or 'none'}"
+                )
+            output = self._outputs[key] = Output(self, key)
+        return output
+
+    def __getattr__(self, key: str) -> Output:
+        # Only declared outputs: a typo must not become a handle that fails a run later.
+        if key.startswith("_") or self.declared is None or key not in self.declared:
+            if key.startswith("_"):
+                raise AttributeError(key)
+            declared = ", ".join(map(repr, self.declared or ()))
+            hint = (
+                f"its declared outputs are {declared}"
+                if declared
+                else "it declares no outputs (declare outputs=(...) or write step[name])"
+            )
+            raise AttributeError(f"step {self.name!r} has no attribute or output {key!r}; {hint}")
+        return self[key]
+
+    @property
+    def outputs(self) -> dict[str, Output]:
+        """Every declared output by name (empty when none were declared)."""
+        return {key: self[key] for key in self.declared or ()}
+
+    def results(self, returned: Any) -> Mapping[str, Any]:
+        """Name what ``fn`` returned: a mapping, or values for ``updates`` then ``outputs`` in order."""
+        if isinstance(returned, Mapping):
+            return returned
+        names = (*(state.name for state in self.updates), *(self.declared or ()))
+        if returned is None and not names:
+            return {}
+        if len(names) == 1:
+            return {names[0]: returned}
+        if names and isinstance(returned, (tuple, list)) and len(returned) == len(names):
+            return dict(zip(names, returned))
+        expected = f" or a sequence of {len(names)} values for {names}" if names else ""
+        raise TypeError(
+            f"step {self.name!r} returned {type(returned).__name__}; it must return a "
+            f"mapping of outputs{expected}"
+        )

@@ -1,0 +1,336 @@
+"""State updates that cannot silently do nothing: functional updates, rebinding caught at declaration.
+
+Also the strict output attributes of a step, fetches in ``end()`` that would
+train past the end, and when the program keeps a copy of the initial state.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import looprt
+from looprt.errors import StateUpdateError, TrainingEndedError
+
+
+def session(prog: looprt.Program) -> Any:
+    return looprt.ChiefSessionCreator(looprt.Scaffold(program=prog)).create_session()
+
+
+# --------------------------------------------------------------------------- the two traps
+
+
+def test_rebinding_a_state_parameter_is_an_error_at_declaration_naming_step_state_and_fix() -> None:
+    prog = looprt.Program()
+    prog.state("w", np.zeros(2))
+    with pytest.raises(StateUpdateError) as caught:
+
+        @prog.step(outputs=("loss",))
+        def train(w: np.ndarray) -> dict[str, float]:
+            w = w - 1.0  # rebinds the local name
+            return {"loss": float(w.sum())}
+
+    message = str(caught.value)
+    assert "step 'train'" in message and "`w = w - 1.0`" in message
+    assert "updates=('w',)" in message and "in place" in message
+    assert "train" not in prog.steps  # nothing half-declared
+
+
+def test_augmented_assignment_to_immutable_state_is_an_error_at_declaration() -> None:
+    prog = looprt.Program()
+    prog.state("b", 0.0)
+    with pytest.raises(StateUpdateError, match=r"step 'train'.*'b' is a float.*`b \+= 1`.*updates=\('b',\)"):
+
+        @prog.step
+        def train(b: float) -> None:
+            b += 1
+
+
+@pytest.mark.parametrize(
+    "value",
+    [np.float64(1.0), (1, 2), "text", np.int64(3), np.frombuffer(b"\0" * 16)],
+    ids=["numpy-scalar", "tuple", "str", "numpy-int", "read-only-array"],
+)
+def test_every_immutable_kind_is_caught(value: Any) -> None:
+    prog = looprt.Program()
+    prog.state("s", value)
+    with pytest.raises(StateUpdateError, match="'s'"):
+
+        @prog.step
+        def train(s: Any) -> None:
+            s += s
+
+
+def test_in_place_updates_reading_immutable_state_and_nested_scopes_are_accepted() -> None:
+    prog = looprt.Program()
+    w = prog.state("w", np.zeros(2))
+    prog.state("lr", 0.5)
+
+    @prog.step(outputs=("loss",))
+    def train(w: np.ndarray, lr: float) -> dict[str, float]:
+        w -= lr  # in place on an array
+        w[0] += 1.0
+
+        def helper() -> float:
+            lr = 3.0  # another scope's name
+            return lr
+
+        return {"loss": float(w.sum()) + helper() * 0}
+
+    sess = session(prog)
+    assert sess.run(train.loss) == 0.0
+    np.testing.assert_array_equal(sess.run(w), [0.5, -0.5])
+
+
+def test_the_issues_example_trains_once_it_declares_its_updates() -> None:
+    prog = looprt.Program()
+    w = prog.state("w", np.zeros(2))
+    b = prog.state("b", 0.0)
+
+    @prog.step(outputs=("loss",), updates=("w", "b"))
+    def train(w: np.ndarray, b: float) -> dict[str, Any]:
+        w = w - 1.0
+        b += 1
+        return {"loss": float(w.sum()), "w": w, "b": b}
+
+    sess = session(prog)
+    assert [sess.run(train.loss) for _ in range(3)] == [-2.0, -4.0, -6.0]
+    np.testing.assert_array_equal(sess.run(w), [-3.0, -3.0])
+    assert sess.run(b) == 3.0 and sess.run(prog.global_step) == 3
+    # State fetched in the same run is read before the step, as for in-place updates.
+    assert sess.run({"b": b, "loss": train.loss}) == {"b": 3.0, "loss": -8.0}
+
+
+def test_a_functional_step_may_return_updates_then_outputs_in_order() -> None:
+    params = {"w": np.ones(2)}
+    step = looprt.wrap(
+        lambda params, batch: ({"w": params["w"] * batch}, float(batch)),
+        state={"params": params},
+        inputs=[2.0, 3.0],
+        updates=("params",),
+        outputs=("loss",),
+    )
+    sess = session(step.program)
+    assert sess.run(step.loss) == 2.0 and sess.run(step.loss) == 3.0
+    np.testing.assert_array_equal(sess.run("params")["w"], [6.0, 6.0])
+    assert params["w"].tolist() == [1.0, 1.0]  # replaced, not written into
+
+
+def test_a_declared_update_that_is_not_returned_is_an_error_naming_step_and_state() -> None:
+    prog = looprt.Program()
+    prog.state("w", np.zeros(2))
+
+    @prog.step(outputs=("loss",), updates=("w",))
+    def train(w: np.ndarray) -> dict[str, float]:
+        return {"loss": 0.0}
+
+    with pytest.raises(looprt.FetchError, match=r"step 'train' declares updates of 'w' but returned no 'w'"):
+        session(prog).run(train)
+
+
+def test_updates_must_name_state_and_not_the_global_step_nor_an_output() -> None:
+    prog = looprt.Program()
+    prog.state("w", np.zeros(2))
+    with pytest.raises(ValueError, match="'nope', which is not state"):
+        prog.step(lambda: None, updates=("nope",), name="a")
+    with pytest.raises(StateUpdateError, match="global step"):
+        prog.step(lambda: None, updates=("global_step",), name="b")
+    with pytest.raises(ValueError, match="both outputs and updates"):
+        prog.step(lambda w: {"w": w}, updates=("w",), outputs=("w",), name="c")
+    with pytest.raises(TypeError, match=r"updates=\('w',\)"):
+        prog.step(lambda w: {"w": w}, updates="w", name="d")  # type: ignore[arg-type]
+
+
+def test_functional_state_checkpoints_and_resumes(tmp_path: Path) -> None:
+    def build() -> tuple[looprt.Program, looprt.Step]:
+        prog = looprt.Program()
+        prog.state("w", np.zeros(2))
+        prog.state("count", 0)
+
+        @prog.step(outputs=("loss",), updates=("w", "count"))
+        def train(w: np.ndarray, count: int) -> dict[str, Any]:
+            return {"w": w + 1.0, "count": count + 1, "loss": float(w.sum())}
+
+        return prog, train
+
+    for last_step, expected in ((3, 3), (5, 5)):
+        prog, train = build()
+        with looprt.MonitoredTrainingSession(
+            checkpoint_dir=str(tmp_path),
+            scaffold=looprt.Scaffold(program=prog),
+            hooks=[looprt.StopAtStepHook(last_step=last_step)],
+            save_summaries_steps=None,
+        ) as sess:
+            while not sess.should_stop():
+                sess.run(train)
+        assert prog.states["count"].value == expected
+        np.testing.assert_array_equal(prog.states["w"].value, [expected, expected])
+
+
+# --------------------------------------------------------------------------- step attributes
+
+
+def test_a_typo_in_an_output_attribute_is_an_error_listing_the_declared_outputs() -> None:
+    prog = looprt.Program()
+
+    @prog.step(outputs=("loss", "accuracy"))
+    def train() -> dict[str, float]:
+        return {"loss": 1.0, "accuracy": 0.5}
+
+    with pytest.raises(AttributeError, match=r"no attribute or output 'lsos'.*'loss', 'accuracy'"):
+        train.lsos
+    with pytest.raises(looprt.FetchError, match="no output 'lsos'"):
+        train["lsos"]
+    assert train.loss is train["loss"]
+
+
+# --------------------------------------------------------------------------- fetches in end()
+
+
+def counting_program() -> tuple[looprt.Program, looprt.Step, looprt.Step]:
+    prog = looprt.Program()
+    total = prog.state("total", np.zeros(()))
+
+    @prog.step(outputs=("loss",))
+    def train(total: np.ndarray) -> dict[str, float]:
+        total += 1.0
+        return {"loss": float(total)}
+
+    @prog.step(outputs=("double",), advance_global_step=False)
+    def evaluate(total: np.ndarray) -> dict[str, float]:
+        return {"double": float(total) * 2}
+
+    assert total.name == "total"
+    return prog, train, evaluate
+
+
+def test_a_fetch_in_end_that_would_train_raises_instead_of_training_past_the_end() -> None:
+    prog, train, _ = counting_program()
+    hook = looprt.LoggingTensorHook({"loss": train.loss}, at_end=True)
+    sess = looprt.MonitoredSession(looprt.ChiefSessionCreator(looprt.Scaffold(program=prog)), hooks=[hook])
+    sess.run(train)
+    with pytest.raises(TrainingEndedError, match=r"run step 'train'.*advance_global_step=False"):
+        sess.close()
+    assert int(prog.global_step.value) == 1 and float(prog.states["total"].value) == 1.0
+
+
+def test_end_may_fetch_state_and_evaluation_steps(caplog: pytest.LogCaptureFixture) -> None:
+    prog, train, evaluate = counting_program()
+    final = looprt.FinalOpsHook({"double": evaluate.double, "total": "total"})
+    logged = looprt.LoggingTensorHook({"total": "total"}, at_end=True)
+    with caplog.at_level(logging.INFO), looprt.MonitoredSession(
+        looprt.ChiefSessionCreator(looprt.Scaffold(program=prog)), hooks=[final, logged]
+    ) as sess:
+        sess.run(train)
+        sess.run(train)
+    assert final.final_ops_values == {"double": 4.0, "total": 2.0}
+    assert int(prog.global_step.value) == 2
+    assert "total = 2.0" in caplog.text
+
+
+# --------------------------------------------------------------------------- the initial copy
+
+
+def test_declaring_state_takes_no_copy_and_a_checkpointed_run_never_does(tmp_path: Path) -> None:
+    prog, train, _ = counting_program()
+    assert all(state.initial is None for state in prog.states.values())
+    with looprt.MonitoredTrainingSession(
+        checkpoint_dir=str(tmp_path), scaffold=looprt.Scaffold(program=prog), save_summaries_steps=None
+    ) as sess:
+        sess.run(train)
+        assert prog.checkpointed
+        assert all(state.initial is None for state in prog.states.values())
+
+
+def test_without_checkpoints_a_recovered_session_starts_from_the_initial_values() -> None:
+    prog, train, _ = counting_program()
+    failures = [True]
+
+    class AbortOnce(looprt.SessionRunHook):
+        def after_run(self, run_context: Any, run_values: Any) -> None:
+            if failures and int(prog.global_step.value) == 2:
+                failures.clear()
+                raise looprt.AbortedError(None, None, "peer lost")
+
+    with looprt.MonitoredSession(
+        looprt.ChiefSessionCreator(looprt.Scaffold(program=prog)), hooks=[AbortOnce()]
+    ) as sess:
+        sess.run(train)
+        assert float(prog.states["total"].initial) == 0.0  # kept: no checkpoint exists
+        sess.run(train)  # aborts after the step; the session is re-created and re-initialized
+        assert int(prog.global_step.value) == 1 and float(prog.states["total"].value) == 1.0
+
+
+# --------------------------------------------------------------------------- a model-based test
+
+MODES = ("in_place", "functional", "read", "ignore")
+
+
+def make_step(prog: looprt.Program, name: str, modes: dict[str, str], add: float) -> looprt.Step:
+    """A step whose function takes ``modes``' state and changes each as its mode says."""
+    taken = [s for s, mode in modes.items() if mode != "ignore"]
+    functional = tuple(s for s, mode in modes.items() if mode == "functional")
+    lines = [f"def {name}({', '.join(taken)}):", "    out = {}"]
+    for state, mode in modes.items():
+        if mode == "in_place":
+            lines.append(f"    {state} += {add}")
+        elif mode == "functional":
+            lines.append(f"    out[{state!r}] = {state} + {add}")
+    lines += ["    out['seen'] = " + (" + ".join(f"float(np.sum({s}))" for s in taken) or "0.0"), "    return out"]
+    namespace: dict[str, Any] = {"np": np}
+    exec("\n".join(lines), namespace)  # generated steps; the model below is independent of them
+    return prog.step(namespace[name], outputs=("seen",), updates=functional)
+
+
+def build(plan: list[dict[str, str]], adds: list[float]) -> tuple[looprt.Program, list[looprt.Step]]:
+    prog = looprt.Program()
+    prog.state("a", np.zeros(2))
+    prog.state("f", 0.0)
+    steps = [make_step(prog, f"step{i}", modes, add) for i, (modes, add) in enumerate(zip(plan, adds))]
+    return prog, steps
+
+
+state_modes = st.fixed_dictionaries(
+    {"a": st.sampled_from(MODES), "f": st.sampled_from(("functional", "read", "ignore"))}
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    plan=st.lists(state_modes, min_size=1, max_size=3),
+    adds=st.lists(st.integers(1, 5).map(float), min_size=3, max_size=3),
+    runs=st.lists(st.integers(0, 2), min_size=1, max_size=8),
+    split=st.integers(0, 8),
+)
+def test_mixed_updates_match_a_plain_python_model_through_checkpoint_and_resume(
+    tmp_path_factory: pytest.TempPathFactory,
+    plan: list[dict[str, str]],
+    adds: list[float],
+    runs: list[int],
+    split: int,
+) -> None:
+    runs = [i % len(plan) for i in runs]
+    split = min(split, len(runs))
+    model = {"a": 0.0, "f": 0.0}  # every element of "a" moves together
+    for i in runs:
+        for state, mode in plan[i].items():
+            if mode in ("in_place", "functional"):
+                model[state] += adds[i]
+
+    directory = tmp_path_factory.mktemp("ckpt")
+    for part in (runs[:split], runs[split:]):
+        prog, steps = build(plan, adds)  # a new process's program: restored from the checkpoint
+        with looprt.MonitoredTrainingSession(
+            checkpoint_dir=str(directory), scaffold=looprt.Scaffold(program=prog), save_summaries_steps=None
+        ) as sess:
+            for i in part:
+                sess.run(steps[i])
+    assert int(prog.global_step.value) == len(runs)
+    np.testing.assert_array_equal(prog.states["a"].value, [model["a"]] * 2)
+    assert float(prog.states["f"].value) == model["f"]
