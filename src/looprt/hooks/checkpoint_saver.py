@@ -39,7 +39,6 @@ from looprt.hooks.session_run_hook import (
     SessionRunContext,
     SessionRunHook,
     SessionRunValues,
-    known_global_step,
 )
 from looprt.timer import SecondOrStepTimer
 from looprt.training_util import get_global_step
@@ -131,7 +130,7 @@ class CheckpointSaverHook(SessionRunHook):
         self._timer.update_last_triggered_step(global_step)
 
     def before_run(self, run_context: SessionRunContext) -> SessionRunArgs | None:
-        if known_global_step(run_context) is not None:
+        if getattr(run_context, "global_step", None) is not None:
             return None
         return SessionRunArgs(self._global_step_tensor)
 
@@ -139,7 +138,7 @@ class CheckpointSaverHook(SessionRunHook):
         if preemption.signum is not None:
             self._save_for_preemption(run_context)
             return
-        stale_global_step = known_global_step(run_context)
+        stale_global_step = getattr(run_context, "global_step", None)
         if stale_global_step is None:
             stale_global_step = run_values.results
         if self._timer.should_trigger_for_step(stale_global_step + self._steps_per_run):

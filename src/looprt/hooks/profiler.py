@@ -45,7 +45,6 @@ from looprt.hooks.session_run_hook import (
     SessionRunContext,
     SessionRunHook,
     SessionRunValues,
-    known_global_step,
 )
 from looprt.session.run_options import RunOptions
 from looprt.timer import SecondOrStepTimer
@@ -246,7 +245,8 @@ class ProfilerHook(SessionRunHook):
     def before_run(self, run_context: SessionRunContext) -> SessionRunArgs | None:
         self._discard()
         self._request = self._next_step is not None and self._timer.should_trigger_for_step(self._next_step)
-        fetches = None if known_global_step(run_context) is not None else {"global_step": self._global_step}
+        known = getattr(run_context, "global_step", None) is not None
+        fetches = None if known else {"global_step": self._global_step}
         if not self._request:
             return None if fetches is None else SessionRunArgs(fetches)
         profiler = self._factory(show_dataflow=self._show_dataflow, show_memory=self._show_memory)
@@ -255,7 +255,7 @@ class ProfilerHook(SessionRunHook):
         return SessionRunArgs(fetches, options=RunOptions(trace_level=RunOptions.FULL_TRACE))
 
     def after_run(self, run_context: SessionRunContext, run_values: SessionRunValues) -> None:
-        stale_global_step = known_global_step(run_context)
+        stale_global_step = getattr(run_context, "global_step", None)
         if stale_global_step is None:
             stale_global_step = run_values.results["global_step"]
         if self._next_step is None:

@@ -29,7 +29,6 @@ from looprt.hooks.session_run_hook import (
     SessionRunContext,
     SessionRunHook,
     SessionRunValues,
-    known_global_step,
 )
 from looprt.timer import SecondOrStepTimer
 from looprt.training_util import get_global_step
@@ -96,7 +95,7 @@ class ProgressBarHook(SessionRunHook):
             self._step + 1
         )
         requests: dict[str, Any] = {}
-        if known_global_step(run_context) is None:
+        if getattr(run_context, "global_step", None) is None:
             requests["global_step"] = self._global_step
         if self._fetch_tensors:
             requests["tensors"] = self._tensors
@@ -104,7 +103,7 @@ class ProgressBarHook(SessionRunHook):
 
     def after_run(self, run_context: SessionRunContext, run_values: SessionRunValues) -> None:
         results = run_values.results or {}
-        before = known_global_step(run_context)
+        before = getattr(run_context, "global_step", None)
         step = int(before if before is not None else results["global_step"]) + 1
         if self._fetch_tensors:
             step = int(run_context.session.run(self._global_step))

@@ -64,15 +64,21 @@ class SessionRunContext:
     """The run being made: the caller's arguments, the raw session, stop requests.
 
     ``session`` is the raw backend session: running it calls no hooks.
+    ``global_step`` (a looprt extension; TF's context has no such field) is
+    the global step before this run, known without a fetch where the session
+    counts it on the host (a program's session), else None: fetch it then.
+    Read it as ``getattr(run_context, "global_step", None)`` in a hook that
+    may also run under TF's own sessions.
     """
 
-    __slots__ = ("_original_args", "_session", "_stop_requested", "_global_step")
+    # ``global_step`` is a plain slot, not a property: hooks read it on every run.
+    __slots__ = ("_original_args", "_session", "_stop_requested", "global_step")
 
     def __init__(self, original_args: SessionRunArgs, session: Any, global_step: int | None = None) -> None:
         self._original_args = original_args
         self._session = session
         self._stop_requested = False
-        self._global_step = global_step
+        self.global_step = global_step
 
     @property
     def original_args(self) -> SessionRunArgs:
@@ -85,16 +91,6 @@ class SessionRunContext:
         return self._session
 
     @property
-    def global_step(self) -> int | None:
-        """The global step before this run, known without a fetch; None if it must be fetched.
-
-        A looprt extension (TF's context has no such field): looprt's
-        sessions over a program count it on the host; a TF graph session
-        cannot, and hooks fetch the global step as TF's do.
-        """
-        return self._global_step
-
-    @property
     def stop_requested(self) -> bool:
         """Whether a hook asked to stop during this run."""
         return self._stop_requested
@@ -103,10 +99,3 @@ class SessionRunContext:
         """Ask the loop to stop: ``should_stop()`` is true once this run ends."""
         self._stop_requested = True
 
-
-def known_global_step(run_context: Any) -> int | None:
-    """``run_context.global_step``, or None for a context without one (TF's own, a look-alike).
-
-    A hook that needs the global step before the run fetches it when this is None.
-    """
-    return getattr(run_context, "global_step", None)

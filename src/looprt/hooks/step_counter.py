@@ -21,7 +21,6 @@ from looprt.hooks.session_run_hook import (
     SessionRunContext,
     SessionRunHook,
     SessionRunValues,
-    known_global_step,
 )
 from looprt.summary import SummaryWriterCache
 from looprt.timer import SecondOrStepTimer
@@ -77,7 +76,9 @@ class StepCounterHook(SessionRunHook):
         self._summary_tag = _summary_tag(self._global_step)
 
     def before_run(self, run_context: SessionRunContext) -> SessionRunArgs | None:
-        return None if known_global_step(run_context) is not None else SessionRunArgs(self._global_step)
+        if getattr(run_context, "global_step", None) is not None:
+            return None
+        return SessionRunArgs(self._global_step)
 
     def _log_and_record(self, elapsed_steps: Any, elapsed_time: float, global_step: Any) -> None:
         steps_per_sec = elapsed_steps / elapsed_time
@@ -91,7 +92,7 @@ class StepCounterHook(SessionRunHook):
         logger.info("%s: %g", self._summary_tag, steps_per_sec)
 
     def after_run(self, run_context: SessionRunContext, run_values: SessionRunValues) -> None:
-        stale_global_step = known_global_step(run_context)
+        stale_global_step = getattr(run_context, "global_step", None)
         if stale_global_step is None:
             stale_global_step = run_values.results
         if self._timer.should_trigger_for_step(stale_global_step + self._steps_per_run):

@@ -23,7 +23,6 @@ from looprt.hooks.session_run_hook import (
     SessionRunContext,
     SessionRunHook,
     SessionRunValues,
-    known_global_step,
 )
 from looprt.training_util import get_global_step
 
@@ -61,11 +60,13 @@ class StopAtStepHook(SessionRunHook):
             self._last_step = session.run(self._global_step) + self._num_steps
 
     def before_run(self, run_context: SessionRunContext) -> SessionRunArgs | None:
-        return None if known_global_step(run_context) is not None else SessionRunArgs(self._global_step)
+        if getattr(run_context, "global_step", None) is not None:
+            return None
+        return SessionRunArgs(self._global_step)
 
     def after_run(self, run_context: SessionRunContext, run_values: SessionRunValues) -> None:
         # The step before the run: predict the one after it, then confirm.
-        before = known_global_step(run_context)
+        before = getattr(run_context, "global_step", None)
         if before is None:
             before = run_values.results
         if before + 1 >= self._last_step and run_context.session.run(self._global_step) >= self._last_step:

@@ -23,7 +23,6 @@ from looprt.hooks.session_run_hook import (
     SessionRunContext,
     SessionRunHook,
     SessionRunValues,
-    known_global_step,
 )
 from looprt.program.handles import Handle
 from looprt.summary import SummaryWriterCache
@@ -66,7 +65,7 @@ class SummarySaverHook(SessionRunHook):
         self._global_step = get_global_step(session.graph)
 
     def before_run(self, run_context: SessionRunContext) -> SessionRunArgs | None:
-        before = known_global_step(run_context)
+        before = getattr(run_context, "global_step", None)
         self._request_summary = self._next_step is None or self._timer.should_trigger_for_step(
             self._next_step
         )
@@ -82,7 +81,7 @@ class SummarySaverHook(SessionRunHook):
         if writer is None:
             return
         results = run_values.results or {}
-        before = known_global_step(run_context)
+        before = getattr(run_context, "global_step", None)
         global_step = (before if before is not None else results["global_step"]) + 1
         if self._next_step is None or self._request_summary:
             global_step = run_context.session.run(self._global_step)

@@ -247,8 +247,9 @@ class ProgramSession:
         return plan.rebuild(values)
 
     def _run_step(self, step: Step, inputs: _RunInputs) -> Mapping[str, Any]:
-        if self.program.pristine:
-            self.program.about_to_run()
+        program = self.program
+        if program.pristine and step is not program.initializer:  # only until a step first runs
+            program.about_to_run()
         kwargs: dict[str, Any] = {}
         for param, handle in step.bindings:
             if type(handle) is Input:

@@ -247,7 +247,7 @@ class _RunContext(SessionRunContext):
         self._feed_dict = feed_dict
         self._session = session
         self._stop_requested = False
-        self._global_step = global_step
+        self.global_step = global_step
 
     @property
     def original_args(self) -> SessionRunArgs:
