@@ -233,6 +233,9 @@ def torch_memory_child(mib: float, directory: str) -> dict[str, Any]:
 
     torch.manual_seed(0)
     torch.set_num_threads(4)
+    # torch's one-time cost, which a bare loop pays too: the first optimizer made loads
+    # about 74 MiB of torch's own modules (torch._dynamo and what it imports).
+    torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1)
     base = rss_mib() or 0.0
     layers, width = _layers(mib)
     model = torch.nn.Sequential(*(torch.nn.Linear(width, width) for _ in range(layers)))

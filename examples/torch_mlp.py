@@ -9,7 +9,10 @@ is above 0.95 (0.98 after 600). The training step is ordinary PyTorch; ``looprt.
 makes it a program whose checkpoints hold the model, the optimizer, the
 random generators and where the data loader stands, so running the script
 again with the same ``--dir`` resumes exactly where it stopped and trains
-``--steps`` more. Under ``torchrun`` the same script is a data-parallel job:
+``--steps`` more. At each epoch's end a hook's ``after_epoch`` runs a test
+pass and steps the LR schedule; looprt calls it before any hook's
+``after_run`` of that step, so a checkpoint saved there holds the stepped
+schedule. Under ``torchrun`` the same script is a data-parallel job:
 rank 0 is the chief (it restores or initializes, and writes checkpoints and
 summaries), the other ranks get its state, and all stop at the same step.
 """
@@ -30,6 +33,7 @@ from looprt.backends import torch as looprt_torch
 
 CLASSES, FEATURES, HIDDEN, BATCH = 10, 32, 128, 64
 TARGET_ACCURACY = 0.95  # within 200 steps
+logger = logging.getLogger("torch_mlp")
 
 
 def make_data(seed: int) -> tuple[TensorDataset, TensorDataset]:
@@ -61,6 +65,7 @@ def main(argv: list[str] | None = None) -> float:
     if distributed:
         model = torch.nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    schedule = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.8)  # stepped once an epoch
     sampler = DistributedSampler(train_set, seed=args.seed) if distributed else None
     loader = DataLoader(
         train_set,
@@ -79,10 +84,34 @@ def main(argv: list[str] | None = None) -> float:
         opt.step()
         return {"loss": loss, "accuracy": (logits.argmax(1) == y).float().mean()}
 
-    # One line makes the step a program; Epochs goes round the loader and resumes mid-epoch.
+    def test_accuracy() -> float:
+        model.eval()
+        with torch.no_grad():
+            x, y = test_set.tensors
+            accuracy = float((model(x).argmax(1) == y).float().mean())
+        model.train()
+        return accuracy
+
+    class EpochEnd(looprt.SessionRunHook):
+        """At each epoch's end, before the step's checkpoint: a test pass, then the LR schedule."""
+
+        def after_epoch(self, run_context: Any, end: Any) -> None:
+            accuracy = test_accuracy()
+            if looprt_torch.is_chief():
+                logger.info(
+                    "epoch %d ended at step %d: test accuracy %.3f, lr %.4f",
+                    end.epoch,
+                    end.global_step,
+                    accuracy,
+                    schedule.get_last_lr()[0],
+                )
+            schedule.step()
+
+    # One line makes the step a program; Epochs goes round the loader, resumes mid-epoch
+    # and tells hooks where each epoch ends. The schedule is state: checkpoints hold it.
     step = looprt.wrap(
         train_step,
-        state={"model": model, "opt": opt},
+        state={"model": model, "opt": opt, "schedule": schedule},
         inputs=looprt_torch.Epochs(loader),
         outputs=("loss", "accuracy"),
     )
@@ -92,6 +121,7 @@ def main(argv: list[str] | None = None) -> float:
     hooks = [
         looprt.StopAtStepHook(num_steps=args.steps),
         looprt.LoggingTensorHook({"step": step.program.global_step, "loss": step.loss}, every_n_iter=every),
+        EpochEnd(),
     ]
     with looprt_torch.MonitoredTrainingSession(
         checkpoint_dir=args.dir,
@@ -103,9 +133,7 @@ def main(argv: list[str] | None = None) -> float:
         while not sess.should_stop():
             sess.run(step)  # fetches nothing: no waiting for the device
 
-    with torch.no_grad():
-        x, y = test_set.tensors
-        accuracy = float((model(x).argmax(1) == y).float().mean())
+    accuracy = test_accuracy()
     if looprt_torch.is_chief():
         print(
             f"global step {int(step.program.global_step.value)}: test accuracy {accuracy:.3f} "

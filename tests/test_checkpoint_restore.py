@@ -185,7 +185,7 @@ def test_a_corrupt_payload_is_still_caught_and_changes_nothing(tmp_path: Path) -
     prog, step = make_program()
     run_steps(prog, step, 5)
     before = live_arrays(prog)
-    with pytest.raises(DataLossError, match="state.npz fails its crc32 check"):
+    with pytest.raises(DataLossError, match="state.npz fails its crc32c check"):
         Saver(prog).restore(None, path)
     assert_untouched(prog, before)
     assert not prog.checkpointed
@@ -264,3 +264,25 @@ def test_a_torch_restore_that_does_not_fit_changes_nothing_and_makes_no_rollback
     assert copies == []
     for key, value in prog.states["first"].value.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def test_new_checkpoints_record_crc32c_and_older_crc32_ones_still_verify(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from looprt.checkpoint import commit
+
+    assert WRITE_CHECKSUM == "crc32c"
+    prog, step = make_program()
+    sess = run_steps(prog, step, 1)
+    monkeypatch.setattr(commit, "WRITE_CHECKSUM", "crc32")  # as checkpoints before 0.2 were written
+    old = Saver(prog).save(sess, str(tmp_path / "old" / "model.ckpt"))
+    monkeypatch.undo()
+    new = Saver(prog).save(sess, str(tmp_path / "new" / "model.ckpt"))
+    for path, algorithm in ((old, "crc32"), (new, "crc32c")):
+        manifest = json.loads((Path(path) / "manifest.json").read_text())
+        assert all(set(entry) == {"size", algorithm} for entry in manifest["files"].values())
+        sess.run(step)
+        Saver(prog).restore(None, path)
+        np.testing.assert_array_equal(prog.states["a"].value, [1.0, 1.0, 1.0])

@@ -40,7 +40,7 @@ def test_the_command_line(tmp_path: Path, capsys: object) -> None:
     out = capsys.readouterr().out  # type: ignore[attr-defined]
     assert "started at step 0, trained to step 50" in out
     assert "model.ckpt-50" in out and "yes" in out
-    assert main(["checkpoints", str(tmp_path / "empty")]) == 1
+    assert main(["checkpoints", str(tmp_path / "missing")]) == 2  # see tests/test_cli.py
 
 
 def test_python_dash_m_looprt_runs() -> None:

@@ -6,6 +6,7 @@ import bisect
 import functools
 import math
 import struct
+import timeit
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,14 @@ def test_crc32c_matches_the_published_check_values(data: bytes, crc: int) -> Non
     assert event_file.crc32c(data) == crc
 
 
+def test_crc32c_runs_at_c_speed_on_any_bytes_like() -> None:
+    """Event files are CRC'd by a maintained C library: 8 MiB well under 50 ms (pure Python: ~0.9 s)."""
+    data = bytes(range(256)) * (32 << 10)
+    assert event_file.crc32c(bytearray(data)) == event_file.crc32c(memoryview(data)) == event_file.crc32c(data)
+    best = min(timeit.repeat(lambda: event_file.crc32c(data), number=1, repeat=5))
+    assert best < 0.05, f"crc32c of 8 MiB took {best:.3f} s"
+
+
 def test_a_record_is_length_crc_data_crc() -> None:
     framed = event_file.record(b"abc")
     assert len(framed) == 8 + 4 + 3 + 4
@@ -81,8 +90,8 @@ def test_an_event_file_starts_with_its_version_and_never_replaces_a_file(tmp_pat
     assert first.file_version == event_file.FILE_VERSION and first.wall_time > 0
     with pytest.raises(FileExistsError), open(file.path, "xb"):  # as EventFile opens: never a second writer
         pass
-    with pytest.raises(ValueError, match="local directories only"):
-        event_file.EventFile("s3://bucket/logs")
+    with pytest.raises(NotImplementedError, match="nosuchscheme"):  # a URL is never a local path
+        event_file.EventFile("nosuchscheme://bucket/logs")
 
 
 # --------------------------------------------------------------------------- messages

@@ -77,3 +77,17 @@ def test_numpy_regression_learns_the_weights_and_resumes(tmp_path: Path) -> None
         SummaryWriterCache.clear()
     steps = _checkpointed_steps(tmp_path / "run")
     assert steps[-1] == 320 and 300 in steps  # restored at 300, trained 20 more
+
+
+def test_jax_mlp_reaches_its_target_and_resumes(tmp_path: Path) -> None:
+    if _missing(ROOT / "examples" / "jax_mlp.py"):
+        pytest.skip("jax_mlp.py needs jax and optax")
+    module = runpy.run_path(str(ROOT / "examples" / "jax_mlp.py"), run_name="example")
+    run_dir = str(tmp_path / "run")
+    try:
+        assert module["main"](["--steps", "200", "--dir", run_dir]) >= module["TARGET_ACCURACY"]
+        module["main"](["--steps", "20", "--dir", run_dir])
+    finally:
+        SummaryWriterCache.clear()
+    steps = _checkpointed_steps(tmp_path / "run")
+    assert steps == [204, 208, 212, 216, 220]  # restored at 200, trained 20 more (the last 5 kept)

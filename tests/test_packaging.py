@@ -54,8 +54,12 @@ def test_the_changelog_has_the_version() -> None:
 # -- the library logs, never prints --------------------------------------------------------------
 
 
+# Command-line entry points talk to the terminal: `looprt ...` and `python -m looprt.tf ...`.
+_COMMANDS = {SRC / "cli.py", SRC / "__main__.py", SRC / "tf.py"}
+
+
 def _library_modules() -> list[Path]:
-    return sorted(p for p in SRC.rglob("*.py") if p.name not in ("cli.py", "__main__.py"))
+    return sorted(p for p in SRC.rglob("*.py") if p not in _COMMANDS)
 
 
 _LOG_METHODS = {"debug", "info", "warning", "warn", "error", "exception", "critical", "log"}

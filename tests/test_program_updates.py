@@ -334,3 +334,46 @@ def test_mixed_updates_match_a_plain_python_model_through_checkpoint_and_resume(
     assert int(prog.global_step.value) == len(runs)
     np.testing.assert_array_equal(prog.states["a"].value, [model["a"]] * 2)
     assert float(prog.states["f"].value) == model["f"]
+
+
+# --------------------------------------------------------------------------- hooks by position
+
+
+def test_unhashable_and_equal_hooks_each_get_their_own_results() -> None:
+    import dataclasses
+
+    @dataclasses.dataclass  # eq=True makes it unhashable
+    class Fetching(looprt.SessionRunHook):
+        fetch: Any
+        seen: list[Any] = dataclasses.field(default_factory=list)
+
+        def before_run(self, run_context: Any) -> Any:
+            return looprt.SessionRunArgs(self.fetch)
+
+        def after_run(self, run_context: Any, run_values: Any) -> None:
+            self.seen.append(run_values.results)
+
+    prog, train, evaluate = counting_program()
+    first, second = Fetching("total"), Fetching("total")
+    assert first == second
+    other = Fetching(evaluate.double)
+    creator = looprt.ChiefSessionCreator(looprt.Scaffold(program=prog))
+    with looprt.MonitoredSession(creator, hooks=[first, second, other]) as sess:
+        sess.run(train)
+        sess.run(train)
+    assert first.seen == second.seen == [0.0, 1.0]  # state is read before the step
+    assert other.seen == [2.0, 4.0]
+    assert first.seen is not second.seen
+
+
+def test_a_step_whose_result_does_not_match_its_outputs_fails_however_it_is_fetched() -> None:
+    prog = looprt.Program()
+
+    @prog.step(outputs=("loss", "accuracy"))
+    def train() -> float:
+        return 1.0  # one value for two declared outputs
+
+    sess = session(prog)
+    for fetches in (train, [train], {"t": train}, train.loss):
+        with pytest.raises(TypeError, match=r"step 'train' returned float.*2 values"):
+            sess.run(fetches)

@@ -21,6 +21,10 @@ increment, and ``next``, a ``tf.data`` iterator over five items (then TF's
 OutOfRangeError). A recovery re-creates the session, which re-initializes
 the variables, or, with ``checkpoint_every``, restores each side's own
 checkpoint (TF's files; looprt's folders in TF's format).
+
+Every scenario runs twice: with resource variables (TF2's) and with
+reference variables (what ``tf.compat.v1.disable_v2_behavior()`` gives),
+whose values fetched in the run that changes them are the new ones.
 """
 
 from __future__ import annotations
@@ -93,8 +97,8 @@ class World:
         self.name_of: dict[Any, str] = {}
 
     def use_graph(self) -> Any:
-        """This side's graph (built once per side and reused: each session re-initializes it)."""
-        graph, self.leaf = _graph(self.side.name)
+        """This side's graph (built once per side and kind and reused: each session re-initializes it)."""
+        graph, self.leaf = _graph(self.side.name, bool(self.scenario.get("ref")))
         with graph.as_default():  # graph elements hash only while their graph is the default
             self.name_of = {v: k for k, v in self.leaf.items()}
         # A scenario whose session failed to construct leaves the graph finalized, as TF does.
@@ -133,14 +137,29 @@ class World:
         return value
 
 
+def _global_step(ref: bool) -> Any:
+    """TF's global step: ``get_or_create_global_step``'s, or the reference variable TF1 behaviour makes."""
+    if not ref:
+        return tf.compat.v1.train.get_or_create_global_step()
+    return tf.compat.v1.get_variable(
+        "global_step",
+        shape=[],
+        dtype=tf.int64,
+        initializer=tf.compat.v1.zeros_initializer(),
+        trainable=False,
+        collections=[tf.compat.v1.GraphKeys.GLOBAL_VARIABLES, tf.compat.v1.GraphKeys.GLOBAL_STEP],
+        use_resource=False,
+    )
+
+
 @functools.cache
-def _graph(side_name: str) -> tuple[Any, dict[str, Any]]:
+def _graph(side_name: str, ref: bool = False) -> tuple[Any, dict[str, Any]]:
     with tf.Graph().as_default() as graph:
-        gs = tf.compat.v1.train.get_or_create_global_step()
+        gs = _global_step(ref)
         x = tf.compat.v1.placeholder_with_default(1.0, [], name="x")
         y = tf.compat.v1.placeholder_with_default(2.0, [], name="y")
         z = tf.compat.v1.placeholder(tf.float32, [], name="z")
-        counter = tf.compat.v1.Variable(0, dtype=tf.int64, trainable=False, name="counter")
+        counter = tf.compat.v1.Variable(0, dtype=tf.int64, trainable=False, name="counter", use_resource=not ref)
         gsi = tf.compat.v1.assign_add(gs, 1, name="gsi")
         items = tf.compat.v1.data.make_one_shot_iterator(tf.data.Dataset.range(ITEMS)).get_next()
         leaf = {
@@ -321,18 +340,19 @@ def drive(side: Side, scenario: dict[str, Any], tmp: Path) -> list[tuple[Any, ..
     world = World(side, scenario)
     log = world.log
     graph = world.use_graph()
+    checkpoint_dir = str(tmp / f"{side.name}-{'ref' if scenario.get('ref') else 'resource'}")
     with graph.as_default():
         hooks: list[Any] = [SessionNumbering(world)]
         every = scenario.get("checkpoint_every")
         if every:
-            hooks.append(side.ns.CheckpointSaverHook(str(tmp / side.name), save_steps=every, save_graph_def=False))
+            hooks.append(side.ns.CheckpointSaverHook(checkpoint_dir, save_steps=every, save_graph_def=False))
         recording = [
             hook_class(side.hook_base)(world, f"h{i}", spec) for i, spec in enumerate(scenario.get("hooks", []))
         ]
         if scenario.get("duplicate_hook") and recording:
             recording.append(recording[0])
         hooks += recording
-        creator = side.ns.ChiefSessionCreator(checkpoint_dir=str(tmp / side.name) if every else None)
+        creator = side.ns.ChiefSessionCreator(checkpoint_dir=checkpoint_dir if every else None)
         try:
             if scenario.get("singular"):
                 sess = side.ns.SingularMonitoredSession(hooks=hooks)
@@ -408,12 +428,17 @@ def _do_step(sess: Any, step: dict[str, Any], world: World) -> Any:
     return sess.run_step_fn(step_fn)
 
 
-def assert_same(scenario: dict[str, Any], tmp: Path) -> list[tuple[Any, ...]]:
-    expected = drive(TF, scenario, tmp)
-    for side in LOOPRT_SIDES:
-        actual = drive(side, scenario, tmp)
-        assert actual == expected, f"{side.name} differs from TF"
-    return expected
+def assert_same(scenario: dict[str, Any], tmp: Path) -> list[list[tuple[Any, ...]]]:
+    """Each side's log equals TF's, with resource and with reference variables; TF's two logs."""
+    logs = []
+    for ref in (False, True):
+        kind = {**scenario, "ref": ref}
+        expected = drive(TF, kind, tmp)
+        for side in LOOPRT_SIDES:
+            actual = drive(side, kind, tmp)
+            assert actual == expected, f"{side.name} differs from TF ({'reference' if ref else 'resource'} variables)"
+        logs.append(expected)
+    return logs
 
 
 def run(fetches: Any, feed: Any = None) -> dict[str, Any]:
@@ -552,8 +577,8 @@ CHECKS: dict[str, Callable[[list[tuple[Any, ...]]], None]] = {
 
 @pytest.mark.parametrize("name", sorted(NAMED))
 def test_named_scenario(name: str, tmp: Path) -> None:
-    log = assert_same(NAMED[name], tmp)
-    CHECKS.get(name, lambda log: None)(log)
+    for log in assert_same(NAMED[name], tmp):
+        CHECKS.get(name, lambda log: None)(log)
 
 
 # --------------------------------------------------------------------------- generated scenarios
@@ -639,7 +664,7 @@ SCENARIOS = st.sampled_from(LEAF_POOLS).flatmap(scenarios)
 )
 @given(scenario=SCENARIOS)
 def test_generated_scenarios(scenario: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> None:
-    log = assert_same(scenario, tmp_path_factory.mktemp("generated"))
+    log = assert_same(scenario, tmp_path_factory.mktemp("generated"))[0]
     # What the examples reach (pytest --hypothesis-show-statistics)
     hypothesis.event(f"sessions created: {log[-1][1]}")
     for entry in events(log, "caller.error") + events(log, "caller.with_exit") + events(log, "caller.body_error"):

@@ -5,12 +5,14 @@
 
 import logging
 
-from looprt.checkpoint import CheckpointManager, Saver, latest_checkpoint
+from looprt import metrics
+from looprt.checkpoint import CheckpointManager, CheckpointWarning, Saver, latest_checkpoint
 from looprt.coordinator import Coordinator, LooperThread
 from looprt.errors import (
     AbortedError,
     CancelledError,
     ClosedSessionError,
+    DataLossError,
     DeadlineExceededError,
     FeedConflictError,
     FeedError,
@@ -23,6 +25,14 @@ from looprt.errors import (
     StopRequestedError,
     TrainingEndedError,
     UnavailableError,
+)
+from looprt.evaluation import (
+    MetricsHook,
+    StopAfterNEvalsHook,
+    SummaryAtEndHook,
+    checkpoints_iterator,
+    evaluate_once,
+    evaluate_repeatedly,
 )
 from looprt.hooks import (
     CheckpointSaverHook,
@@ -67,9 +77,11 @@ __all__ = [
     "CheckpointManager",
     "CheckpointSaverHook",
     "CheckpointSaverListener",
+    "CheckpointWarning",
     "ChiefSessionCreator",
     "ClosedSessionError",
     "Coordinator",
+    "DataLossError",
     "DeadlineExceededError",
     "FeedConflictError",
     "FeedError",
@@ -82,6 +94,7 @@ __all__ = [
     "LoggingTensorHook",
     "LooperThread",
     "LooprtError",
+    "MetricsHook",
     "MonitoredSession",
     "MonitoredTrainingSession",
     "NanLossDuringTrainingError",
@@ -111,8 +124,10 @@ __all__ = [
     "Step",
     "StepContext",
     "StepCounterHook",
+    "StopAfterNEvalsHook",
     "StopAtStepHook",
     "StopRequestedError",
+    "SummaryAtEndHook",
     "SummarySaverHook",
     "SummaryWriter",
     "SummaryWriterCache",
@@ -120,8 +135,12 @@ __all__ = [
     "UnavailableError",
     "WorkerSessionCreator",
     "__version__",
+    "checkpoints_iterator",
+    "evaluate_once",
+    "evaluate_repeatedly",
     "get_default_program",
     "get_global_step",
     "latest_checkpoint",
+    "metrics",
     "wrap",
 ]

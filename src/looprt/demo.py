@@ -13,6 +13,7 @@ position is part of its checkpoints.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from looprt.program.program import Program
 from looprt.program.session import ProgramSession
 from looprt.session.scaffold import Scaffold
 
-__all__ = ["DemoResult", "build_numpy_program", "build_torch_program", "run_demo"]
+__all__ = ["DemoResult", "build_jax_program", "build_numpy_program", "build_torch_program", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +135,54 @@ def build_torch_program(seed: int = 0) -> tuple[Program, Step, Step]:
     return prog, train, evaluate
 
 
-_BUILDERS = {"numpy": build_numpy_program, "torch": build_torch_program}
+def build_jax_program(seed: int = 0) -> tuple[Program, Step, Step]:
+    """The same demo in JAX: a jitted functional step (plain SGD) on the NumPy demo's batches."""
+    import jax
+    import jax.numpy as jnp
+
+    x_train, y_train, x_test, y_test = _dataset(seed)
+    rng = np.random.default_rng(seed + 1)
+    params = {
+        "w1": jnp.asarray(rng.normal(0.0, np.sqrt(2.0 / FEATURES), (FEATURES, HIDDEN)), jnp.float32),
+        "b1": jnp.zeros(HIDDEN),
+        "w2": jnp.asarray(rng.normal(0.0, np.sqrt(1.0 / HIDDEN), (HIDDEN, CLASSES)), jnp.float32),
+        "b2": jnp.zeros(CLASSES),
+    }
+    prog = Program(backend="jax", name="demo_mlp")
+    prog.state("params", params)
+    prog.input("learning_rate", default=0.1)
+
+    def logits_of(p: Any, x: Any) -> Any:
+        return jnp.maximum(x @ p["w1"] + p["b1"], 0.0) @ p["w2"] + p["b2"]
+
+    @jax.jit
+    def sgd(p: Any, x: Any, y: Any, learning_rate: Any) -> Any:
+        def loss_fn(p: Any) -> Any:
+            logits = logits_of(p, x)
+            return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(y.size), y]), logits
+
+        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(p)
+        new = jax.tree_util.tree_map(lambda v, g: v - learning_rate * g, p, grads)
+        return new, loss, jnp.mean(logits.argmax(1) == y)
+
+    @prog.step(updates=("params",), outputs=("loss", "accuracy"))
+    def train(learning_rate: float, global_step: np.ndarray, params: Any) -> Any:
+        # The NumPy demo's batches: drawn on the host from the global step, which stays there.
+        batch = np.random.default_rng([seed, int(global_step)]).integers(0, y_train.size, BATCH)
+        return sgd(params, x_train[batch].astype(np.float32), y_train[batch], learning_rate)
+
+    test_x = jnp.asarray(x_test, jnp.float32)
+
+    @prog.step(outputs=("accuracy",), advance_global_step=False)
+    def evaluate(params: Any) -> dict[str, Any]:
+        return {"accuracy": jnp.mean(logits_of(params, test_x).argmax(1) == y_test)}
+
+    prog.summary("loss", train.loss)
+    prog.summary("accuracy", train.accuracy)
+    return prog, train, evaluate
+
+
+_BUILDERS = {"numpy": build_numpy_program, "torch": build_torch_program, "jax": build_jax_program}
 
 
 @dataclass
@@ -146,6 +194,7 @@ class DemoResult:
     last_step: int
     loss: float | None
     test_accuracy: float
+    interrupted: bool = False  # stopped by Ctrl-C (``handle_interrupts``), after a final checkpoint
 
 
 def run_demo(
@@ -154,13 +203,19 @@ def run_demo(
     backend: str = "numpy",
     seed: int = 0,
     progress: bool | None = None,
+    handle_interrupts: bool = False,
 ) -> DemoResult:
     """Train ``steps`` more steps in ``directory``, resuming from its latest checkpoint.
 
-    ``backend`` is "numpy" or "torch" (which needs PyTorch installed).
+    ``backend`` is "numpy" or "torch" (which needs PyTorch installed). A
+    directory whose checkpoints another backend wrote raises
+    ``FailedPreconditionError`` before anything is written. With
+    ``handle_interrupts`` (the main thread only), Ctrl-C or SIGTERM stops
+    at the next step boundary after a final checkpoint (``interrupted``).
     """
     if backend not in _BUILDERS:
         raise ValueError(f"the demo runs on {' or '.join(map(repr, _BUILDERS))}, not {backend!r}")
+    _check_backend(directory, backend)
     from looprt.hooks.logging_tensor import LoggingTensorHook
     from looprt.hooks.progress import ProgressBarHook
     from looprt.hooks.stop_at_step import StopAtStepHook
@@ -180,6 +235,13 @@ def run_demo(
             disable=None if progress is None else not progress,
         ),
     ]
+    if handle_interrupts:
+        import signal
+
+        from looprt.hooks.preemption import PreemptionHook
+
+        interrupts = PreemptionHook(signals=(signal.SIGINT, signal.SIGTERM))
+        hooks.append(interrupts)
     first_step: int | None = None
     loss: float | None = None
     with MonitoredTrainingSession(
@@ -200,5 +262,37 @@ def run_demo(
     last_step = int(evaluator.run(prog.global_step))
     logger.info("test accuracy after step %d: %.3f", last_step, accuracy)
     return DemoResult(
-        directory, first_step if first_step is not None else last_step, last_step, loss, accuracy
+        directory,
+        first_step if first_step is not None else last_step,
+        last_step,
+        loss,
+        accuracy,
+        interrupted=handle_interrupts and interrupts.preempted,
     )
+
+
+def _check_backend(directory: str, backend: str) -> None:
+    """Raise ``FailedPreconditionError`` if ``directory``'s newest checkpoint is another backend's."""
+    from looprt.checkpoint.format import read_manifest
+    from looprt.checkpoint.latest import latest_checkpoint, resolve_checkpoint
+    from looprt.errors import FailedPreconditionError
+
+    if "://" not in directory and not os.path.isdir(directory):
+        return
+    path = latest_checkpoint(directory)
+    if path is None:
+        return
+    if "://" in path:
+        from looprt.checkpoint.remote import read_manifest as read_remote_manifest
+        from looprt.checkpoint.storage import Location
+
+        folder, _, name = path.rpartition("/")
+        manifest, _, _ = read_remote_manifest(Location(folder), name)
+    else:
+        manifest, _ = read_manifest(resolve_checkpoint(path))
+    written_by = (manifest or {}).get("backend")
+    if written_by and written_by != backend:
+        raise FailedPreconditionError(
+            f"the checkpoints in {directory} belong to the {written_by!r} backend, not {backend!r}: "
+            f"resume them with --backend {written_by}, or train {backend} in another --dir"
+        )

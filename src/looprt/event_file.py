@@ -21,11 +21,15 @@ import itertools
 import os
 import socket
 import struct
+import tempfile
 import time
 from collections.abc import Iterable
 from typing import Any, BinaryIO
 
+import google_crc32c
 import numpy as np
+
+from looprt.checkpoint.storage import Location, is_url
 
 __all__ = [
     "FILE_VERSION",
@@ -53,25 +57,9 @@ _DBL_MAX = float(np.finfo(np.float64).max)
 _file_ids = itertools.count()
 
 
-def _crc32c_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1  # Castagnoli, reflected
-        table.append(crc)
-    return tuple(table)
-
-
-_CRC32C_TABLE = _crc32c_table()
-
-
 def crc32c(data: bytes | bytearray | memoryview) -> int:
-    """The CRC-32C (Castagnoli) of ``data``."""
-    crc, table = 0xFFFFFFFF, _CRC32C_TABLE
-    for byte in bytes(data):
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
+    """The CRC-32C (Castagnoli) of ``data``, by ``google-crc32c`` (hardware-accelerated C)."""
+    return int(google_crc32c.value(data if type(data) is bytes else bytes(data)))
 
 
 def _masked_crc(data: bytes) -> bytes:
@@ -289,27 +277,52 @@ class EventFile:
     the order they were written), as TensorBoard looks for;
     it is created exclusively, so a file of another writer is never
     truncated. The file-version event is written first.
+
+    ``logdir`` may be a URL (``s3://bucket/run``; see
+    ``looprt.checkpoint.storage``): object stores cannot append, so the
+    records go to a local spool file and every flush uploads the whole file
+    in one request (as TF's S3 file system does): readers see every record
+    up to the last flush, never a torn one.
     """
 
-    def __init__(self, logdir: str, suffix: str = "") -> None:
-        if "://" in logdir:
-            raise ValueError(f"event files are written to local directories only, got {logdir!r}")
-        os.makedirs(logdir, exist_ok=True)
+    def __init__(self, logdir: str, suffix: str = "", storage_options: Any = None) -> None:
         now = time.time()
         host, pid, n = socket.gethostname(), os.getpid(), next(_file_ids)
         name = f"events.out.tfevents.{int(now):010d}.{host}.{pid}.{n:06d}{suffix}"
-        self.path = os.path.join(logdir, name)
-        self._file: BinaryIO = open(self.path, "xb")  # noqa: SIM115 - closed by close()
+        self._remote: Any = None
+        if is_url(logdir):
+            self._remote = Location(logdir, storage_options)
+            self._remote_name = name
+            self.path = self._remote.url_of(name)
+            spool = tempfile.NamedTemporaryFile(prefix="looprt-events-", delete=False)  # noqa: SIM115
+            self._spool = spool.name
+            self._file: BinaryIO = spool  # type: ignore[assignment]
+        else:
+            os.makedirs(logdir, exist_ok=True)
+            self.path = os.path.join(logdir, name)
+            self._file = open(self.path, "xb")  # noqa: SIM115 - closed by close()
         self.write(event(wall_time=now, file_version=FILE_VERSION))
 
     def write(self, serialized_event: bytes) -> None:
         """Append one serialized ``Event``."""
         self._file.write(record(serialized_event))
 
-    def flush(self) -> None:
-        """Hand everything written so far to the operating system (readable from now on)."""
+    def flush(self, durable: bool = False) -> None:
+        """Hand everything written so far to the operating system (readable, and safe from a kill).
+
+        ``durable``: also ``fsync`` it, so a power loss does not lose it either.
+        """
         self._file.flush()
+        if self._remote is not None:
+            if not self._file.closed:
+                self._remote.upload(self._spool, self._remote_name)
+        elif durable:
+            os.fsync(self._file.fileno())
 
     def close(self) -> None:
         """Flush and close. Idempotent."""
+        if self._remote is not None and not self._file.closed:
+            self.flush()
+            self._file.close()
+            os.unlink(self._spool)
         self._file.close()

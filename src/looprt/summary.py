@@ -1,11 +1,14 @@
 """TensorBoard summaries: ``SummaryWriter`` and ``SummaryWriterCache``.
 
 Events are encoded and framed by ``looprt.event_file`` (no framework, no
-protobuf library: writing summaries imports neither) and written
-synchronously: once ``flush()`` returns, everything added so far is in the
-file and readable by TensorBoard while the writer stays open. Pending
+protobuf library: writing summaries imports neither) into a buffer, as TF's
+writer does: once ``flush()`` returns, everything added so far is in the
+file, readable by TensorBoard and safe from a kill of the process. Pending
 writes also reach the file with the first write ``flush_secs`` seconds or
-more after the last flush, on ``close()``, and at interpreter exit.
+more after the last flush, on ``close()``, and at interpreter exit; and
+``SummaryWriterCache.flush_all()`` (which ``CheckpointSaverHook`` calls
+before every save) flushes every cached writer, so that every summary at or
+before a checkpoint's step is on disk when that checkpoint commits.
 
 ``add_summary`` takes what a summary op produces: a serialized ``Summary``
 proto (TF graph mode), a ``Summary`` proto object (TF's, TensorBoard's,
@@ -161,11 +164,11 @@ class SummaryWriter:
         log = event_file.session_log("CHECKPOINT", os.fspath(path))
         self._write(event_file.event(session_log=log), step, walltime)
 
-    def flush(self) -> None:
-        """Put everything written so far in the file."""
+    def flush(self, durable: bool = False) -> None:
+        """Put everything written so far in the file (``durable``: and fsync it)."""
         with self._lock:
             if self._file is not None:
-                self._file.flush()
+                self._file.flush(durable)
                 self._last_flush = self._clock()
 
     def close(self) -> None:
@@ -235,7 +238,8 @@ class SummaryWriterCache:
 
     @staticmethod
     def _key(logdir: str | os.PathLike[str]) -> str:
-        return os.path.abspath(os.fspath(logdir))
+        path = os.fspath(logdir)
+        return path.rstrip("/") if "://" in path else os.path.abspath(path)
 
     @staticmethod
     def get(logdir: str | os.PathLike[str]) -> SummaryWriter:
@@ -246,6 +250,15 @@ class SummaryWriterCache:
             if writer is None or writer.closed:
                 writer = SummaryWriterCache._cache[key] = SummaryWriter(key)
             return writer
+
+    @staticmethod
+    def flush_all(durable: bool = True) -> None:
+        """Flush (and with ``durable``, fsync) every cached writer: what ``CheckpointSaverHook`` does
+        before each save, so a checkpoint never commits ahead of the summaries of its steps."""
+        with SummaryWriterCache._lock:
+            writers = list(SummaryWriterCache._cache.values())
+        for writer in writers:
+            writer.flush(durable)
 
     @staticmethod
     def clear() -> None:

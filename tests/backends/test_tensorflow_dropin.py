@@ -235,7 +235,7 @@ def test_logging_tensor_hook_resolves_names_like_tf(caplog: pytest.LogCaptureFix
         tf.split(tf.constant([1.0, 2.0]), 2, name="pair")
         zero = tf.constant(0.0)
         hook = train.LoggingTensorHook(["four"], every_n_iter=1)
-        with caplog.at_level(logging.INFO, logger="looprt"), train.MonitoredSession(hooks=[hook]) as sess:
+        with caplog.at_level(logging.INFO, logger="tensorflow"), train.MonitoredSession(hooks=[hook]) as sess:
             sess.run(zero)
         assert "four = 4.0" in caplog.text
         with pytest.raises(ValueError, match="Name pair is ambiguous"):

@@ -92,11 +92,36 @@ def test_num_steps_counts_from_the_global_step_at_session_creation() -> None:
     assert prog.global_step.value == 13
 
 
-def test_last_step_already_reached_stops_after_one_run() -> None:
+@pytest.mark.parametrize("kwargs", [{"last_step": 4}, {"last_step": 10}, {"num_steps": 0}])
+def test_a_session_that_starts_at_or_past_last_step_runs_no_step(kwargs: dict[str, int]) -> None:
     prog, train = make_program()
     prog.global_step.value[...] = 10
-    with looprt.MonitoredSession(RawCreator(prog), hooks=[StopAtStepHook(last_step=4)]) as sess:
+    ended = looprt.FinalOpsHook(prog.global_step)
+    with looprt.MonitoredSession(RawCreator(prog), hooks=[StopAtStepHook(**kwargs), ended]) as sess:
+        assert sess.should_stop()  # before the first run
+        assert count_runs(sess, train) == 0
+    assert prog.global_step.value == 10
+    assert ended.final_ops_values == 10  # a clean end: every hook's end ran
+
+
+def test_stop_at_start_false_keeps_tfs_one_run_past_last_step() -> None:
+    prog, train = make_program()
+    prog.global_step.value[...] = 10
+    hook = StopAtStepHook(last_step=4, stop_at_start=False)
+    with looprt.MonitoredSession(RawCreator(prog), hooks=[hook]) as sess:
         assert not sess.should_stop()
+        assert count_runs(sess, train) == 1
+    assert prog.global_step.value == 11
+
+
+@pytest.mark.tensorflow
+def test_the_tf_drop_in_keeps_tfs_one_run_past_last_step() -> None:
+    train_module = pytest.importorskip("looprt.backends.tensorflow")
+    hook = train_module.StopAtStepHook(last_step=4)
+    assert isinstance(hook, StopAtStepHook)
+    prog, train = make_program()
+    prog.global_step.value[...] = 10
+    with looprt.MonitoredSession(RawCreator(prog), hooks=[hook]) as sess:
         assert count_runs(sess, train) == 1
 
 
@@ -178,7 +203,10 @@ def test_matches_tensorflow(kwargs: dict[str, int], advance: int, start: int) ->
 
     prog, train = make_program(advance_per_run=advance)
     prog.global_step.value[...] = start
-    with looprt.MonitoredSession(RawCreator(prog), hooks=[StopAtStepHook(**kwargs)]) as sess:
+    # TF's behaviour is stop_at_start=False (the default stops a started-past-the-end session at once).
+    with looprt.MonitoredSession(
+        RawCreator(prog), hooks=[StopAtStepHook(**kwargs, stop_at_start=False)]
+    ) as sess:
         runs = count_runs(sess, train)
     assert (runs, prog.global_step.value) == (tf_runs, tf_final)
 

@@ -31,6 +31,10 @@ class NumpyBackend(ProgramBackend):
 
     name = "numpy"
 
+    def state_view(self, program: Any) -> dict[str, Any]:
+        """The live values themselves: a synchronous save writes them before the next step."""
+        return {name: state.value for name, state in program.states.items()}
+
     def snapshot(self, value: Any) -> Any:
         if isinstance(value, np.ndarray):
             return value[()] if value.ndim == 0 else value.copy()

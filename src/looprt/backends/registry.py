@@ -15,6 +15,7 @@ _BUILTIN: dict[str, str] = {
     "numpy": "looprt.backends.numpy:NumpyBackend",
     "torch": "looprt.backends.torch:TorchBackend",
     "tensorflow": "looprt.backends.tensorflow:TensorFlowBackend",
+    "jax": "looprt.backends.jax:JaxBackend",
 }
 
 _factories: dict[str, Callable[[], Any]] = {}

@@ -43,6 +43,25 @@ BOUNDARIES: tuple[str, ...] = (
     "save.end",
 )
 
+# The save protocol at a URL (``remote_commit``), in order: no rename, the
+# manifest written last is the commit record.
+REMOTE_BOUNDARIES: tuple[str, ...] = (
+    "save.begin",
+    "stale.remove",  # before deleting an interrupted upload or a replaced attempt
+    "payload.write.before",
+    "payload.write.after",  # the backend wrote its files into a local temporary folder
+    "upload.file.before",  # [file]
+    "upload.file.after",  # [file]
+    "upload.manifest.before",  # every payload file uploaded; the checkpoint does not exist yet
+    "upload.manifest.after",  # the checkpoint exists, complete; not yet indexed
+    "index.write.before",
+    "index.replace.after",  # the new index is written: the save is committed
+    "retention.delete.before",  # [checkpoint]
+    "retention.manifest_delete.after",  # [checkpoint] gone for readers; its files remain
+    "retention.delete.after",  # [checkpoint]
+    "save.end",
+)
+
 FaultHook = Callable[[str, str], None]
 _fault_hook: FaultHook | None = None
 

@@ -19,6 +19,8 @@ import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import google_crc32c
+
 # 2: the manifest and the index carry a checksum of their own content; the
 # index names the checkpoints retention is deleting. Version 1 is still read.
 FORMAT_VERSION = 2
@@ -29,7 +31,7 @@ TMP_PREFIX = ".tmp"
 # A checkpoint folder's name, and a temporary entry's (``.tmp-<kind>-<8 hex>-<name>``).
 STEP_NAME = re.compile(r"^(?P<base>.+)-(?P<step>\d+)$")
 TMP_NAME = re.compile(r"^\.tmp-(?P<kind>[a-z]+)-[0-9a-f]{8}-(?P<name>.+)$")
-_CHUNK = 1 << 20
+_CHUNK = 8 << 20
 
 
 def _crc32(path: str) -> int:
@@ -40,11 +42,20 @@ def _crc32(path: str) -> int:
     return crc
 
 
-# Checksums a manifest may record per file, by field name. A future
-# "crc32c" (or "sha256") entry is one line here; verification checks every
-# algorithm it knows and fails a file with none it knows.
-CHECKSUMS: dict[str, Callable[[str], int]] = {"crc32": _crc32}
-WRITE_CHECKSUM = "crc32"
+def _crc32c(path: str) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            crc = google_crc32c.extend(crc, chunk)
+    return crc
+
+
+# Checksums a manifest may record per file, by field name; verification checks
+# every algorithm it knows and fails a file with none it knows. New checkpoints
+# record CRC-32C (google-crc32c, hardware-accelerated: 256 MiB in about 20 ms
+# here against 44 ms for zlib's CRC-32, which older checkpoints record).
+CHECKSUMS: dict[str, Callable[[str], int]] = {"crc32": _crc32, "crc32c": _crc32c}
+WRITE_CHECKSUM = "crc32c"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +136,11 @@ def read_manifest(path: str) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"{MANIFEST} is missing (an incomplete save?)"
     except OSError as e:
         return None, f"{MANIFEST} cannot be read ({e})"
+    return parse_manifest(raw, os.path.basename(os.path.normpath(path)))
+
+
+def parse_manifest(raw: bytes, folder_name: str) -> tuple[dict[str, Any] | None, str | None]:
+    """Manifest text ``raw`` of checkpoint ``folder_name``, parsed and schema-checked, or the problem."""
     try:
         manifest = json.loads(raw)
     except ValueError as e:
@@ -151,7 +167,7 @@ def read_manifest(path: str) -> tuple[dict[str, Any] | None, str | None]:
             or not isinstance(entry.get("size"), int)
         ):
             return None, f"{MANIFEST} is garbled (bad file entry {name!r})"
-    match = STEP_NAME.match(os.path.basename(os.path.normpath(path)))
+    match = STEP_NAME.match(folder_name)
     if match is not None and int(match["step"]) != step:
         return None, f"{MANIFEST} says step {step}, but the folder is named for step {match['step']}"
     return manifest, None
@@ -184,9 +200,11 @@ def verify_checkpoint(path: str) -> str | None:
             except OSError as e:
                 return f"{name} cannot be read ({e})"
             if actual != entry[algorithm]:
+                expected = entry[algorithm]
+                recorded = f"0x{expected:08x}" if isinstance(expected, int) else repr(expected)
                 return (
-                    f"{name} fails its {algorithm} check (0x{actual:08x}; the manifest says "
-                    f"{entry[algorithm]!r}): the data is corrupt"
+                    f"{name} fails its {algorithm} check (computed 0x{actual:08x}; the manifest says "
+                    f"{recorded}): the data is corrupt"
                 )
     return None
 
@@ -212,6 +230,11 @@ def read_index(directory: str, index_name: str) -> tuple[Index | None, str | Non
         return None, None
     except OSError as e:
         return None, f"cannot be read ({e})"
+    return parse_index(raw)
+
+
+def parse_index(raw: bytes) -> tuple[Index | None, str | None]:
+    """Index text ``raw``, parsed and checked, or what is wrong with it."""
     try:
         data = json.loads(raw)
         if _too_new(data["format_version"]):

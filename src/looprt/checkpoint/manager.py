@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from looprt.checkpoint import remote, remote_commit
 from looprt.checkpoint.commit import (
     SaveProgress,
     Writer,
@@ -35,9 +36,17 @@ from looprt.checkpoint.commit import (
 )
 from looprt.checkpoint.faults import boundary
 from looprt.checkpoint.format import INDEX, TMP_PREFIX, Record, is_plain_name, verify_checkpoint
-from looprt.checkpoint.latest import CheckpointInfo, find_latest, list_checkpoints
-from looprt.checkpoint.retention import check_retention, delete_checkpoint, recover, rotate, write_index
-from looprt.errors import OpError
+from looprt.checkpoint.latest import CheckpointInfo, find_latest, known_damaged, list_checkpoints
+from looprt.checkpoint.retention import (
+    check_retention,
+    delete_checkpoint,
+    recover,
+    rotate,
+    set_aside,
+    write_index,
+)
+from looprt.checkpoint.storage import Location, StorageOptions, is_url, join
+from looprt.errors import OpError, UnavailableError
 
 __all__ = ["CheckpointInfo", "CheckpointManager", "Writer"]
 
@@ -56,6 +65,11 @@ class CheckpointManager:
     the checkpoints of its predecessor. ``clock`` gives the times (seconds).
     The directory is created by the first save (``create=False``: it must
     exist); merely opening, listing or searching it changes nothing.
+
+    ``directory`` may be a URL (``s3://bucket/run``, ``gs://...``,
+    ``memory://...``): it is then written through fsspec without rename, the
+    manifest last (``remote_commit``); ``storage_options`` are passed to the
+    fsspec filesystem (credentials, endpoint). See ``storage``.
     """
 
     def __init__(
@@ -68,6 +82,7 @@ class CheckpointManager:
         *,
         index_filename: str = INDEX,
         create: bool = True,
+        storage_options: StorageOptions | None = None,
     ) -> None:
         if not isinstance(directory, (str, os.PathLike)):
             raise TypeError(f"directory must be a path, got {type(directory).__name__} {directory!r}")
@@ -84,33 +99,62 @@ class CheckpointManager:
         self.create = create
         self._clock = clock
         self._lock = threading.Lock()
+        self.storage_options = dict(storage_options or {})
+        self._location = Location(self.directory, storage_options) if is_url(self.directory) else None
         first_keep_time = float(clock()) + self.keep_checkpoint_every_n_hours * 3600
-        self._retained = recover(self.directory, basename, index_filename, first_keep_time, clock)
+        if self._location is not None:
+            self._retained = remote_commit.recover(
+                self._location, basename, index_filename, first_keep_time, clock
+            )
+        else:
+            self._retained = recover(self.directory, basename, index_filename, first_keep_time, clock)
         self._async_lock = threading.Lock()
         self._in_flight: threading.Thread | None = None
         self._async_error: BaseException | None = None
 
     def __repr__(self) -> str:
-        return f"<CheckpointManager {os.path.join(self.directory, self.basename)!r}>"
+        return f"<CheckpointManager {join(self.directory, self.basename)!r}>"
 
     # -- reading -----------------------------------------------------------------------
 
     @property
     def last_checkpoints(self) -> list[str]:
         """Paths of the checkpoints kept in rotation, oldest first (TF's ``Saver.last_checkpoints``)."""
-        return [os.path.join(self.directory, r.name) for r in self._retained.kept]
+        return [join(self.directory, r.name) for r in self._retained.kept]
 
-    def latest_checkpoint(self) -> str | None:
-        """The newest checkpoint that verifies, or None; each one skipped is warned about."""
-        return find_latest(self.directory, self.basename, self.index_filename)
+    def latest_checkpoint(self, *, start_fresh_if_damaged: bool = False) -> str | None:
+        """The newest checkpoint that verifies, or None; each one skipped is warned about.
+
+        Raises ``DataLossError`` naming each checkpoint and its fault when the
+        directory holds checkpoints and none verifies, unless
+        ``start_fresh_if_damaged`` (then None). Either way the damaged ones
+        are set aside as ``<name>.damaged`` by this process's next save.
+        """
+        if self._location is not None:
+            return remote.find_latest(
+                self.directory, self.basename, self.index_filename,
+                start_fresh_if_damaged=start_fresh_if_damaged, storage_options=self.storage_options,
+            )
+        return find_latest(
+            self.directory, self.basename, self.index_filename, start_fresh_if_damaged=start_fresh_if_damaged
+        )
 
     def verify(self, path: str) -> str | None:
         """None if checkpoint ``path`` is intact, else the problem."""
+        if is_url(path):
+            directory, _, name = path.rstrip("/").rpartition("/")
+            return remote.verify(Location(directory, self.storage_options), name)
         return verify_checkpoint(path)
 
     def checkpoints(self) -> list[CheckpointInfo]:
-        """Every checkpoint folder of this basename, by step, verified (for listings)."""
-        return list_checkpoints(self.directory, self.basename)
+        """Every checkpoint folder of this basename, by step, verified (for listings).
+
+        Each ``CheckpointInfo`` holds its path, step, time written, size in
+        bytes, whether it verifies and, if not, why; checkpoints set aside as
+        damaged (``<name>.damaged``) are listed with ``set_aside=True``. With
+        ``create=False`` a missing directory lists nothing (no error).
+        """
+        return list_checkpoints(self.directory, self.basename, storage_options=self.storage_options)
 
     # -- writing -----------------------------------------------------------------------
 
@@ -140,7 +184,7 @@ class CheckpointManager:
         check_writer(writer, state)
         self.wait_until_finished()
         self._save(state, name, writer, backend, update_index, on_commit)
-        return os.path.join(self.directory, name)
+        return join(self.directory, name)
 
     def save_async(
         self,
@@ -174,7 +218,7 @@ class CheckpointManager:
             )
             self._in_flight = thread
             thread.start()
-        return os.path.join(self.directory, name)
+        return join(self.directory, name)
 
     def wait_until_finished(self) -> None:
         """Block until no save is in flight; raise the error of a background save that failed."""
@@ -214,7 +258,7 @@ class CheckpointManager:
         try:
             self._save(state, name, writer, backend, update_index, on_commit)
         except BaseException as e:  # noqa: BLE001 - kept and raised in the caller's thread by the next call
-            path = os.path.join(self.directory, name)
+            path = join(self.directory, name)
             logger.error(
                 "Background save of checkpoint %s failed: %s: %s (raised again by the next save or close)",
                 path, type(e).__name__, e,
@@ -243,11 +287,15 @@ class CheckpointManager:
         step = int(name.rpartition("-")[2])
         directory = self.directory
         progress = SaveProgress()
+        if self._location is not None:
+            self._save_remote(self._location, state, name, writer, backend, update_index, on_commit)
+            return
         with self._lock:
             try:
                 boundary("save.begin", name)
                 prepare_directory(directory, self.create)
                 clean_stale(directory)
+                self._set_aside_damaged()
                 self._finish_deletions(name)
                 doomed: list[str] = []
                 try:
@@ -276,6 +324,43 @@ class CheckpointManager:
                     raise OSError(e.errno, f"{saved}, but then: {e.strerror or e}") from e
                 raise_storage_error(e, directory, name)
 
+    def _save_remote(
+        self,
+        loc: Location,
+        state: Mapping[str, Any],
+        name: str,
+        writer: Writer,
+        backend: str,
+        update_index: bool,
+        on_commit: Callable[[], None] | None,
+    ) -> None:
+        """``_save`` at a URL: upload, manifest last, index, then retention (``remote_commit``)."""
+        step = int(name.rpartition("-")[2])
+        progress = SaveProgress()
+        with self._lock:
+            try:
+                boundary("save.begin", name)
+                remote_commit.clean_stale(loc, name)
+                self._finish_deletions(name)
+                when = remote_commit.write_checkpoint(
+                    loc, state, step, name, writer, backend=backend, now=self._clock
+                )
+                doomed = self._index(Record(name, step, when), progress) if update_index else []
+            except (OpError, ValueError, TypeError):
+                raise
+            except Exception as e:
+                raise UnavailableError(
+                    f"cannot save checkpoint {name} to {loc.url}: {type(e).__name__}: {e}. The "
+                    "checkpoints committed before are intact; this one is complete or absent. "
+                    "Check the store is reachable and the credentials (storage_options); "
+                    "then save again."
+                ) from e
+            if on_commit is not None:
+                on_commit()
+            for doomed_name in doomed:
+                remote_commit.delete_checkpoint(loc, doomed_name)
+            boundary("save.end", name)
+
     def _index(self, new: Record, progress: SaveProgress) -> list[str]:
         """Make ``new`` the latest in the index, rotating; return the checkpoints to delete."""
         retained = rotate(
@@ -285,17 +370,37 @@ class CheckpointManager:
             keep_every_seconds=self.keep_checkpoint_every_n_hours * 3600,
         )
         try:
-            write_index(self.directory, self.index_filename, retained, progress)
+            if self._location is not None:
+                remote_commit.write_index(self._location, self.index_filename, retained, progress)
+            else:
+                write_index(self.directory, self.index_filename, retained, progress)
         finally:
             if progress.indexed:  # the index was replaced, even if a later step failed
                 self._retained = retained  # what a failure leaves undeleted, the next save deletes
         return retained.deleting
+
+    def _set_aside_damaged(self) -> None:
+        """Rename the checkpoints that failed verification here to ``<name>.damaged``, out of rotation."""
+        damaged = known_damaged(self.directory)
+        if not damaged:
+            return
+        moved = {name for name, problem in damaged.items() if set_aside(self.directory, name, problem)}
+        retained = self._retained
+        self._retained = dataclasses.replace(
+            retained,
+            latest=None if retained.latest in moved else retained.latest,
+            kept=[r for r in retained.kept if r.name not in moved],
+            preserved=[r for r in retained.preserved if r.name not in moved],
+            deleting=[n for n in retained.deleting if n not in moved],
+        )
 
     def _finish_deletions(self, saving: str) -> None:
         """Delete what an interrupted rotation was deleting (named in the index), if still unused."""
         retained = self._retained
         keep = {r.name for r in (*retained.kept, *retained.preserved)} | {retained.latest, saving}
         for name in retained.deleting:
-            if name not in keep:
+            if name not in keep and self._location is not None:
+                remote_commit.delete_checkpoint(self._location, name)
+            elif name not in keep:
                 delete_checkpoint(self.directory, name)
         self._retained = dataclasses.replace(retained, deleting=[])

@@ -6,7 +6,8 @@ training. The index is written first, naming the checkpoints about to be
 deleted, and only then are they deleted: a crash in between leaves them
 named in the index, and the next save finishes the job. A checkpoint is
 renamed out of view before its files are deleted, so none is ever seen half
-deleted.
+deleted. A checkpoint that failed verification is never deleted: it is set
+aside as ``<name>.damaged`` (``set_aside``) for a person to inspect.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from looprt.checkpoint.commit import SaveProgress, move_aside, release_tmp, rese
 from looprt.checkpoint.faults import boundary
 from looprt.checkpoint.files import fsync_dir, remove
 from looprt.checkpoint.format import FORMAT_VERSION, Record, json_with_checksum, read_index, read_manifest
-from looprt.checkpoint.latest import displaced_copy, scan, warn
+from looprt.checkpoint.latest import DAMAGED_SUFFIX, displaced_copy, forget_damaged, known_damaged, scan, warn
 
 logger = logging.getLogger(__name__)
 
@@ -159,10 +160,61 @@ def write_index(directory: str, index_filename: str, retained: Retained, progres
         release_tmp(tmp)
 
 
+def set_aside(directory: str, name: str, problem: str) -> str | None:
+    """Rename damaged checkpoint ``name`` to ``<name>.damaged`` (``.damaged.2``, ...); return the new path.
+
+    Out of view of every reader and of retention, kept for inspection; a
+    ``CheckpointWarning`` says where. Failures are logged, not raised (None).
+    """
+    path = os.path.join(directory, name)
+    target, n = path + DAMAGED_SUFFIX, 1
+    while os.path.lexists(target):
+        n += 1
+        target = f"{path}{DAMAGED_SUFFIX}.{n}"
+    try:
+        os.rename(path, target)
+        fsync_dir(directory)
+    except OSError as e:
+        logger.warning("Could not set aside damaged checkpoint %s: %s", path, e)
+        return None
+    forget_damaged(path)
+    warn(f"set aside damaged checkpoint {path} as {target} ({problem}); looprt never deletes it")
+    return target
+
+
+def _quick_problem(directory: str, name: str) -> str | None:
+    """Why checkpoint ``name`` is damaged, if this process saw it fail or its manifest or sizes say so.
+
+    Cheap (no checksums): what retention checks before it deletes a checkpoint.
+    """
+    problem = known_damaged(directory).get(name)
+    if problem is not None:
+        return problem
+    path = os.path.join(directory, name)
+    manifest, problem = read_manifest(path)
+    if manifest is None:
+        return problem
+    for file_name, entry in manifest["files"].items():
+        try:
+            size = os.path.getsize(os.path.join(path, *file_name.split("/")))
+        except OSError:
+            return f"{file_name} is missing"
+        if size != entry["size"]:
+            return f"{file_name} has {size} bytes; the manifest says {entry['size']}"
+    return None
+
+
 def delete_checkpoint(directory: str, name: str) -> None:
-    """Delete checkpoint ``name`` of ``directory``, if there; failures are logged, not raised."""
+    """Delete checkpoint ``name`` of ``directory``, if there; failures are logged, not raised.
+
+    A checkpoint seen to be damaged (``_quick_problem``) is set aside instead.
+    """
     path = os.path.join(directory, name)
     if not os.path.lexists(path):
+        return
+    problem = _quick_problem(directory, name) if os.path.isdir(path) else None
+    if problem is not None:
+        set_aside(directory, name, problem)
         return
     boundary("retention.delete.before", name)
     logger.info("Deleting old checkpoint %s", path)

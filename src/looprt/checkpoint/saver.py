@@ -16,15 +16,18 @@ from __future__ import annotations
 import logging
 import operator
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from looprt.checkpoint.format import verify_checkpoint
-from looprt.checkpoint.latest import latest_checkpoint
+from looprt.checkpoint.latest import latest_checkpoint, resolve_checkpoint
 from looprt.checkpoint.manager import CheckpointManager
+from looprt.checkpoint.remote import open_verified
 from looprt.checkpoint.retention import check_retention
+from looprt.checkpoint.storage import StorageOptions, is_url, normalize, split
 from looprt.errors import DataLossError, NotFoundError
 
 logger = logging.getLogger(__name__)
@@ -34,8 +37,13 @@ class ManagerCache:
     """One ``CheckpointManager`` per directory and basename of a save path, made on first use."""
 
     def __init__(
-        self, max_to_keep: int | None, keep_checkpoint_every_n_hours: float, clock: Callable[[], float]
+        self,
+        max_to_keep: int | None,
+        keep_checkpoint_every_n_hours: float,
+        clock: Callable[[], float],
+        storage_options: StorageOptions | None = None,
     ) -> None:
+        self._storage_options = storage_options
         self._max_to_keep = max_to_keep
         self._keep_every = keep_checkpoint_every_n_hours
         self._clock = clock
@@ -49,10 +57,10 @@ class ManagerCache:
                 f"save_path must be a path such as '<dir>/model.ckpt', got {type(save_path).__name__}"
             )
         save_path = os.fspath(save_path)
-        directory, basename = os.path.split(save_path)
+        directory, basename = split(save_path)
         if not basename:
             raise ValueError(f"save_path must end in a file name such as 'model.ckpt', got {save_path!r}")
-        key = (os.path.abspath(directory or "."), basename)
+        key = (normalize(directory or "."), basename)
         with self._lock:
             manager = self._managers.get(key)
             if manager is None:
@@ -62,6 +70,7 @@ class ManagerCache:
                     keep_checkpoint_every_n_hours=self._keep_every,
                     basename=basename,
                     clock=self._clock,
+                    storage_options=self._storage_options,
                 )
         return manager
 
@@ -81,6 +90,12 @@ class Saver:
     state: a missing checkpoint raises ``NotFoundError``, a damaged one
     ``DataLossError``, and neither changes any state.
 
+    ``latest_checkpoint`` (what a session restores) raises ``DataLossError``
+    naming each checkpoint and its fault when a directory holds checkpoints
+    and none verifies; ``start_fresh_if_damaged=True`` starts from scratch
+    instead. Either way the damaged ones are set aside as ``<name>.damaged``
+    by the next save, never deleted.
+
     The program is told of every checkpoint (``Program.note_checkpoint``):
     once a save commits, and once a restore has set the state, so that it
     can drop its copy of the initial values.
@@ -88,6 +103,10 @@ class Saver:
     ``save_async`` (a looprt extension) takes the state's host copy at once
     and writes it in the background; ``wait_until_finished()`` or ``close()``
     waits for it and raises its error, as does the next save.
+
+    Save paths may be URLs (``s3://bucket/run/model.ckpt``): checkpoints are
+    then uploaded without rename, the manifest last, and restored from a
+    verified download; ``storage_options`` go to the fsspec filesystem.
     """
 
     def __init__(
@@ -96,12 +115,18 @@ class Saver:
         max_to_keep: int | None = 5,
         keep_checkpoint_every_n_hours: float = 10000.0,
         *,
+        start_fresh_if_damaged: bool = False,
         clock: Callable[[], float] = time.time,
+        storage_options: StorageOptions | None = None,
     ) -> None:
+        self._storage_options = storage_options
+        self._start_fresh_if_damaged = bool(start_fresh_if_damaged)
         self._program = getattr(program, "program", program)
         if not hasattr(self._program, "backend") or not hasattr(self._program, "states"):
             raise TypeError(f"Saver needs a looprt Program (or a Step of one), got {program!r}")
-        self._managers = ManagerCache(max_to_keep, keep_checkpoint_every_n_hours, clock)
+        self._managers = ManagerCache(
+            max_to_keep, keep_checkpoint_every_n_hours, clock, storage_options
+        )
         self._last_manager: CheckpointManager | None = None
         check_retention(max_to_keep, keep_checkpoint_every_n_hours)  # now, not at the first save
 
@@ -139,7 +164,7 @@ class Saver:
         before this returns.
         """
         self.wait_until_finished()
-        manager, state, step, backend = self._stage(sess, save_path, global_step)
+        manager, state, step, backend = self._stage(sess, save_path, global_step, shared=True)
         path = manager.save(
             state,
             step,
@@ -173,13 +198,22 @@ class Saver:
         self._last_manager = manager
         return path
 
-    def _stage(self, sess: Any, save_path: str, global_step: Any) -> tuple[CheckpointManager, Any, int, Any]:
+    def _stage(
+        self, sess: Any, save_path: str, global_step: Any, *, shared: bool = False
+    ) -> tuple[CheckpointManager, Any, int, Any]:
+        """The manager, state, step and backend of a save; ``shared``: the state may share live memory.
+
+        A synchronous save writes before training goes on, so it takes the
+        backend's ``state_view`` (no copy) where the backend has one; an
+        async save takes ``state_dict``, a host copy.
+        """
         if save_path is None:
             raise ValueError("save_path must be a path such as '<dir>/model.ckpt', not None")
         manager = self.manager(save_path)
         program = self._program
         backend = program.backend
-        state = backend.state_dict(program)  # a host copy: training may go on while it is written
+        view = getattr(backend, "state_view", None) if shared else None
+        state = backend.state_dict(program) if view is None else view(program)
         if global_step is None:
             global_step = state["global_step"]
         if isinstance(global_step, bool):
@@ -229,7 +263,7 @@ class Saver:
         program = self._program
         backend = program.backend
         logger.info("Restoring parameters from %s", save_path)
-        values = _read_verified(backend, save_path)
+        values = _read_verified(backend, resolve_checkpoint(save_path), self._storage_options)
         if getattr(backend, "check_assign", None) is not None:
             backend.load_state_dict(program, values)  # checks every value before it assigns one
         else:
@@ -248,11 +282,17 @@ class Saver:
 
         A save of this saver in flight is waited for first (its error, if
         any, is kept for the next save), so a session that recovers restores
-        the newest state.
+        the newest state. Checkpoints there, none valid: ``DataLossError``,
+        or None with ``start_fresh_if_damaged``.
         """
         for manager in self._managers.values():
             manager.join()
-        return latest_checkpoint(checkpoint_dir, latest_filename)
+        return latest_checkpoint(
+            checkpoint_dir,
+            latest_filename,
+            start_fresh_if_damaged=self._start_fresh_if_damaged,
+            storage_options=self._storage_options,
+        )
 
     @property
     def last_checkpoints(self) -> list[str]:
@@ -260,13 +300,16 @@ class Saver:
         return [] if self._last_manager is None else self._last_manager.last_checkpoints
 
 
-def _read_verified(backend: Any, path: str) -> Any:
+def _read_verified(backend: Any, path: str, storage_options: StorageOptions | None = None) -> Any:
     """``backend.load_payload(path)``, with the checkpoint verified (``verify_checkpoint``) meanwhile.
 
     The checksums are computed in a second thread while the backend reads,
     so that a restore reads the files at about the speed of the backend
-    alone; what the backend read is returned only if they match.
+    alone; what the backend read is returned only if they match. A URL is
+    downloaded and verified first (or reuses the download that verified it).
     """
+    if is_url(path):
+        return _read_remote(backend, path, storage_options)
     problems: list[str | None] = []
     verifier = threading.Thread(
         target=lambda: problems.append(verify_checkpoint(path)), name="looprt-verify", daemon=True
@@ -291,3 +334,24 @@ def _read_verified(backend: Any, path: str) -> Any:
             f"checkpoint {path!r} is intact, but backend {backend.name!r} cannot read it: {error}"
         ) from error
     return values
+
+
+def _read_remote(backend: Any, url: str, storage_options: StorageOptions | None) -> Any:
+    """``backend.load_payload`` of checkpoint ``url``, from a verified local download."""
+    try:
+        folder, tmp, problem = open_verified(url, storage_options)
+    except OSError as e:
+        raise DataLossError(f"checkpoint {url!r} cannot be downloaded: {e}") from e
+    try:
+        if problem is not None:
+            if "manifest.json is missing" in problem:
+                raise NotFoundError(f"checkpoint {url!r} not found: {problem}")
+            raise DataLossError(f"checkpoint {url!r} cannot be restored: {problem}")
+        try:
+            return backend.load_payload(folder)
+        except Exception as e:
+            raise DataLossError(
+                f"checkpoint {url!r} is intact, but backend {backend.name!r} cannot read it: {e}"
+            ) from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

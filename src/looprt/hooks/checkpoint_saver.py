@@ -15,6 +15,14 @@ then called once the save is under way, not committed. With a
 preemption signal, waits until that checkpoint is committed and requests a
 stop; ``end`` then does not save the same step again.
 
+Before each save the hook flushes and fsyncs every cached summary writer
+(``SummaryWriterCache.flush_all``; the ``SummarySaverHook`` and
+``StepCounterHook`` of ``MonitoredTrainingSession`` write through them), so
+that every summary written before a checkpoint of step N (those of step N
+and earlier, in ``MonitoredTrainingSession``'s hook order) is on disk when
+that checkpoint commits: a process killed at any moment leaves TensorBoard
+every summary up to the step it resumes from.
+
 Differences from TF: the global step is resolved in ``after_create_session``
 (a looprt program does not exist before the session); the saver is ``saver``,
 else ``scaffold.saver``, else the program's default saver (a TF graph's
@@ -40,6 +48,7 @@ from looprt.hooks.session_run_hook import (
     SessionRunHook,
     SessionRunValues,
 )
+from looprt.summary import SummaryWriterCache
 from looprt.timer import SecondOrStepTimer
 from looprt.training_util import get_global_step
 
@@ -72,6 +81,9 @@ class CheckpointSaverListener:
 class CheckpointSaverHook(SessionRunHook):
     """Saves checkpoints every ``save_steps`` steps or ``save_secs`` seconds (give exactly one)."""
 
+    #: Where the hook logs: this module's logger; the TF drop-in's hooks log on TF's "tensorflow".
+    logger: logging.Logger = logger
+
     def __init__(
         self,
         checkpoint_dir: str,
@@ -86,7 +98,7 @@ class CheckpointSaverHook(SessionRunHook):
         async_save: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        logger.info("Create CheckpointSaverHook.")
+        self.logger.info("Create CheckpointSaverHook.")
         if saver is not None and scaffold is not None:
             raise ValueError("You cannot provide both saver and scaffold.")
         if not isinstance(checkpoint_dir, (str, os.PathLike)):
@@ -118,7 +130,8 @@ class CheckpointSaverHook(SessionRunHook):
 
     def begin(self) -> None:
         # TF's summary writer creates the directory here; savers (TF's among them) expect it.
-        os.makedirs(self._checkpoint_dir, exist_ok=True)
+        if "://" not in self._checkpoint_dir:  # a URL has no folders to make (see checkpoint.storage)
+            os.makedirs(self._checkpoint_dir, exist_ok=True)
         for listener in self._listeners:
             listener.begin()
 
@@ -177,21 +190,22 @@ class CheckpointSaverHook(SessionRunHook):
 
     def _save(self, session: Any, step: Any) -> bool:
         """Save for ``step``; whether a listener asked to stop."""
-        logger.info("Calling checkpoint listeners before saving checkpoint %d...", step)
+        self.logger.info("Calling checkpoint listeners before saving checkpoint %d...", step)
         for listener in self._listeners:
             listener.before_save(session, step)
-        logger.info("Saving checkpoints for %d into %s.", step, self._save_path)
+        self.logger.info("Saving checkpoints for %d into %s.", step, self._save_path)
         saver = self.get_saver(session)
+        SummaryWriterCache.flush_all()  # the summaries of this step and before commit no later than it
         if self._async_save:
             saver.save_async(session, self._save_path, global_step=step)
         else:
             saver.save(session, self._save_path, global_step=step, write_meta_graph=self._save_graph_def)
         # TF adds a SessionLog.CHECKPOINT event here; summaries are another module's job.
-        logger.info("Calling checkpoint listeners after saving checkpoint %d...", step)
+        self.logger.info("Calling checkpoint listeners after saving checkpoint %d...", step)
         should_stop = False
         for listener in self._listeners:
             if listener.after_save(session, step):
-                logger.info(
+                self.logger.info(
                     "A CheckpointSaverListener requested that training be stopped. listener: %s", listener
                 )
                 should_stop = True

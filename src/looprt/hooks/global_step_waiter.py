@@ -34,6 +34,9 @@ LOG_EVERY_STEPS = 1000
 class GlobalStepWaiterHook(SessionRunHook):
     """Blocks the first run until the global step is at least ``wait_until_step``."""
 
+    #: Where the hook logs: this module's logger; the TF drop-in's hooks log on TF's "tensorflow".
+    logger: logging.Logger = logger
+
     def __init__(self, wait_until_step: int, *, sleep: Callable[[float], Any] = time.sleep) -> None:
         step: Any = wait_until_step
         if isinstance(step, bool) or not isinstance(step, numbers.Integral):
@@ -58,7 +61,7 @@ class GlobalStepWaiterHook(SessionRunHook):
         if self._wait_until_step <= 0:
             self._worker_is_started = True
             return None
-        logger.info("Waiting for global step %d before starting training.", self._wait_until_step)
+        self.logger.info("Waiting for global step %d before starting training.", self._wait_until_step)
         last_logged_step = 0
         while True:
             current_step = run_context.session.run(self._global_step)
@@ -66,7 +69,7 @@ class GlobalStepWaiterHook(SessionRunHook):
                 self._worker_is_started = True
                 return None
             if current_step - last_logged_step > LOG_EVERY_STEPS:
-                logger.info(
+                self.logger.info(
                     "Waiting for global step %d before starting training. Current step is %d.",
                     self._wait_until_step,
                     current_step,

@@ -41,6 +41,9 @@ logger = logging.getLogger(__name__)
 class LoggingTensorHook(SessionRunHook):
     """Logs the given fetchables every ``every_n_iter`` runs or ``every_n_secs`` seconds, and/or at end."""
 
+    #: Where the hook logs: this module's logger; the TF drop-in's hooks log on TF's "tensorflow".
+    logger: logging.Logger = logger
+
     def __init__(
         self,
         tensors: Mapping[Any, Any] | Iterable[Any],
@@ -129,13 +132,13 @@ class LoggingTensorHook(SessionRunHook):
         elapsed_secs, _ = self._timer.update_last_triggered_step(self._iter_count)
         with np.printoptions(suppress=True):
             if self._formatter is not None:
-                logger.info("%s", self._formatter(values))
+                self.logger.info("%s", self._formatter(values))
                 return
             stats = ", ".join(f"{tag!s} = {values[tag]!s}" for tag in self._tag_order)
         if elapsed_secs is not None:
-            logger.info("%s (%.3f sec)", stats, elapsed_secs)
+            self.logger.info("%s (%.3f sec)", stats, elapsed_secs)
         else:
-            logger.info("%s", stats)
+            self.logger.info("%s", stats)
 
 
 def _check_fetchable(fetchable: Any, program: Program) -> None:

@@ -2,7 +2,7 @@
 
 Mirrors ``tf.compat.v1.train.NanTensorHook``: the loss is fetched on every
 run; when it is NaN the hook logs ``"Model diverged with loss = NaN."`` on the
-``"looprt"`` logger and either raises ``NanLossDuringTrainingError`` (at
+``"looprt.hooks.nan_tensor"`` logger and either raises ``NanLossDuringTrainingError`` (at
 ERROR, the default) or, with ``fail_on_nan_loss=False``, requests a stop (at
 WARNING). The error propagates out of ``run``, so hooks' ``end`` is not called.
 """
@@ -39,6 +39,9 @@ class NanLossDuringTrainingError(LooprtError, RuntimeError):
 class NanTensorHook(SessionRunHook):
     """Fetches ``loss_tensor`` every run; raises or requests a stop when it is NaN."""
 
+    #: Where the hook logs: this module's logger; the TF drop-in's hooks log on TF's "tensorflow".
+    logger: logging.Logger = logger
+
     def __init__(self, loss_tensor: Any, fail_on_nan_loss: bool = True) -> None:
         self._loss_tensor = loss_tensor
         self._fail_on_nan_loss = fail_on_nan_loss
@@ -49,7 +52,7 @@ class NanTensorHook(SessionRunHook):
     def after_run(self, run_context: SessionRunContext, run_values: SessionRunValues) -> None:
         if np.isnan(run_values.results):
             if self._fail_on_nan_loss:
-                logger.error(_FAILURE_MESSAGE)
+                self.logger.error(_FAILURE_MESSAGE)
                 raise NanLossDuringTrainingError
-            logger.warning(_FAILURE_MESSAGE)
+            self.logger.warning(_FAILURE_MESSAGE)
             run_context.request_stop()

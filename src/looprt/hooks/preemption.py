@@ -132,8 +132,11 @@ class PreemptionHook(SessionRunHook):
             "The session did not end within the %gs grace period after %s; %s. Exiting now with status %d.",
             self._grace_secs, signal.Signals(signum).name, saved, code,
         )
-        for handler in logging.getLogger().handlers + logger.handlers:
-            handler.flush()
+        source: logging.Logger | None = logger  # every handler the record may have reached
+        while source is not None:
+            for handler in source.handlers:
+                handler.flush()
+            source = source.parent if source.propagate else None
         sys.stderr.flush()
         os._exit(code)
 

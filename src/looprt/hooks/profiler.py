@@ -6,7 +6,7 @@ previous run plus one) is due by ``save_steps`` / ``save_secs`` (exactly one;
 ``clock`` is injectable). A triggered run is asked to trace
 (``RunOptions(trace_level=FULL_TRACE)``), and afterwards the profile is saved
 for the global step read after the run, with the log line
-``"Saving <kind> for <step> into '<path>'."`` on the ``"looprt"`` logger.
+``"Saving <kind> for <step> into '<path>'."`` on the ``"looprt.hooks.profiler"`` logger.
 
 What profiles is a ``RunProfiler``: a context manager entered at the end of
 this hook's ``before_run`` and exited in its ``after_run`` (a hook cannot
@@ -209,6 +209,9 @@ def profiler_for(graph: Any) -> ProfilerFactory:
 class ProfilerHook(SessionRunHook):
     """Profiles one run every ``save_steps`` steps or ``save_secs`` seconds into ``output_dir``."""
 
+    #: Where the hook logs: this module's logger; the TF drop-in's hooks log on TF's "tensorflow".
+    logger: logging.Logger = logger
+
     def __init__(
         self,
         save_steps: int | None = None,
@@ -277,7 +280,7 @@ class ProfilerHook(SessionRunHook):
 
     def _save(self, profiler: RunProfiler, step: Any, run_metadata: Any) -> None:
         path = os.path.join(self._output_dir, profiler.filename.format(step))
-        logger.info("Saving %s for %d into '%s'.", profiler.kind, step, path)
+        self.logger.info("Saving %s for %d into '%s'.", profiler.kind, step, path)
         if self._output_dir:
             os.makedirs(self._output_dir, exist_ok=True)
         profiler.save(path, int(step), run_metadata)

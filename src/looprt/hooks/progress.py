@@ -15,12 +15,21 @@ through tqdm (stderr by default); ``disable=None``, the default, lets tqdm
 hide the bar when its output is not a terminal, ``False`` forces it. Other
 keyword arguments go to ``tqdm.tqdm``. The bar is closed in ``end``; ``bar``
 is the tqdm object (None before the session exists).
+
+While the bar is shown, log records that the root logger or the ``looprt``
+logger would write to standard error or output go through ``tqdm.write``
+(tqdm's ``logging_redirect_tqdm``) so that they print above the bar instead
+of over it; ``end`` (or the next ``begin``, after a session that failed)
+puts the handlers back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
 import numbers
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -61,6 +70,7 @@ class ProgressBarHook(SessionRunHook):
         self._timer = SecondOrStepTimer(every_steps=every_n_steps)
         self._tqdm_kwargs = dict(tqdm_kwargs, desc=desc, disable=disable, unit=unit)
         self._bar: Any = None
+        self._redirect: contextlib.ExitStack | None = None
         self._global_step: Any = None
         self._step = 0
         self._fetch_tensors = False
@@ -72,6 +82,7 @@ class ProgressBarHook(SessionRunHook):
 
     def begin(self) -> None:
         """A new bar for each session the hook is used in."""
+        self._restore_logging()
         self._bar = None
         self._timer.reset()
 
@@ -87,6 +98,8 @@ class ProgressBarHook(SessionRunHook):
             total = self._total() if callable(self._total) else self._total
             self._bar = tqdm(total=total, initial=step, **self._tqdm_kwargs)
             self._step = step
+            if not self._bar.disable:
+                self._redirect_logging()
         else:  # recovery: the new session may have restored an older step
             self._move_to(step)
 
@@ -116,6 +129,28 @@ class ProgressBarHook(SessionRunHook):
             return
         self._move_to(int(session.run(self._global_step)))
         self._bar.close()
+        self._restore_logging()
+
+    def _redirect_logging(self) -> None:
+        """Send console log records through ``tqdm.write`` while the bar is shown."""
+        redirect = importlib.import_module("tqdm.contrib.logging").logging_redirect_tqdm
+        console = (sys.stdout, sys.stderr)
+        package = logging.root.manager.loggerDict.get("looprt")  # looprt's own, if anyone configured it
+        loggers = [
+            logger
+            for logger in (logging.root, package)
+            if isinstance(logger, logging.Logger)
+            and any(isinstance(h, logging.StreamHandler) and h.stream in console for h in logger.handlers)
+        ]
+        if loggers:
+            stack = contextlib.ExitStack()
+            stack.enter_context(redirect(loggers=loggers))
+            self._redirect = stack
+
+    def _restore_logging(self) -> None:
+        redirect, self._redirect = self._redirect, None
+        if redirect is not None:
+            redirect.close()
 
     def _move_to(self, step: int) -> None:
         if step != self._step:

@@ -1,7 +1,7 @@
 """``StepCounterHook``: logs and records global steps per second, like TF's.
 
 Every ``every_n_steps`` global steps (or ``every_n_secs`` seconds; exactly
-one), the rate since the previous trigger is logged on the "looprt" logger as
+one), the rate since the previous trigger is logged on the "looprt.hooks.step_counter" logger as
 ``"global_step/sec: %g"`` and written as the scalar ``global_step/sec`` to
 ``summary_writer`` (or the cached writer of ``output_dir``). Nothing is
 written at the first trigger, which only starts the clock. The global step is
@@ -24,7 +24,7 @@ from looprt.hooks.session_run_hook import (
 )
 from looprt.summary import SummaryWriterCache
 from looprt.timer import SecondOrStepTimer
-from looprt.training_util import get_global_step
+from looprt.training_util import get_global_step, global_step_name
 
 __all__ = ["StepCounterHook"]
 
@@ -33,15 +33,11 @@ logger = logging.getLogger(__name__)
 _MAX_STALL_WARNINGS = 5
 
 
-def _summary_tag(global_step: Any) -> str:
-    """``<name of the global step>/sec``: a TF variable's op name, a looprt handle's name."""
-    op = getattr(global_step, "op", None)
-    name = getattr(op, "name", None) or getattr(global_step, "name", None) or "global_step"
-    return f"{name}/sec"
-
-
 class StepCounterHook(SessionRunHook):
     """Counts global steps per second between triggers; see the module docstring."""
+
+    #: Where the hook logs: this module's logger; the TF drop-in's hooks log on TF's "tensorflow".
+    logger: logging.Logger = logger
 
     def __init__(
         self,
@@ -73,7 +69,8 @@ class StepCounterHook(SessionRunHook):
 
     def after_create_session(self, session: Any, coord: Any) -> None:
         self._global_step = get_global_step(session.graph)
-        self._summary_tag = _summary_tag(self._global_step)
+        # <name of the global step>/sec: a TF variable's op name (not its read tensor's), a handle's name
+        self._summary_tag = f"{global_step_name(session.graph)}/sec"
 
     def before_run(self, run_context: SessionRunContext) -> SessionRunArgs | None:
         if getattr(run_context, "global_step", None) is not None:
@@ -89,7 +86,7 @@ class StepCounterHook(SessionRunHook):
                 add_scalar(self._summary_tag, steps_per_sec, global_step)
             else:
                 writer.add_summary({self._summary_tag: steps_per_sec}, global_step)
-        logger.info("%s: %g", self._summary_tag, steps_per_sec)
+        self.logger.info("%s: %g", self._summary_tag, steps_per_sec)
 
     def after_run(self, run_context: SessionRunContext, run_values: SessionRunValues) -> None:
         stale_global_step = getattr(run_context, "global_step", None)
@@ -103,7 +100,7 @@ class StepCounterHook(SessionRunHook):
                     self._log_and_record(elapsed_steps, elapsed_time, global_step)
         if stale_global_step == self._last_global_step and self._stall_warnings < _MAX_STALL_WARNINGS:
             self._stall_warnings += 1
-            logger.warning(
+            self.logger.warning(
                 "It seems that global step has not been increased. Current value (could be "
                 "stable): %s vs previous value: %s. You could increase the global step by running "
                 "a step declared with advance_global_step=True (the default) or, in TF, by passing "

@@ -11,10 +11,20 @@ confirm before asking the loop to stop.
 The global step is looked up in ``after_create_session`` from the raw
 session's ``graph`` (TF's hook does it in ``begin``), so a missing global step
 raises ``RuntimeError`` when the session is created.
+
+Difference from TF (``stop_at_start``, on by default): a session that starts
+with its global step already at or past ``last_step`` (a finished job
+relaunched, ``num_steps=0``) runs no step. The hook asks the coordinator it is
+given in ``after_create_session`` to stop, so ``should_stop()`` is true
+before the first run, and the ``with`` block ends cleanly (every hook's
+``end`` runs). TF's hook lets one run through and stops after it, training
+one step past ``last_step``; ``stop_at_start=False`` (what the TF drop-in
+``looprt.backends.tensorflow.StopAtStepHook`` uses) keeps that.
 """
 
 from __future__ import annotations
 
+import logging
 import numbers
 from typing import Any
 
@@ -28,11 +38,15 @@ from looprt.training_util import get_global_step
 
 __all__ = ["StopAtStepHook"]
 
+logger = logging.getLogger(__name__)
+
 
 class StopAtStepHook(SessionRunHook):
     """Requests a stop at ``last_step``, or ``num_steps`` steps after the session starts."""
 
-    def __init__(self, num_steps: int | None = None, last_step: int | None = None) -> None:
+    def __init__(
+        self, num_steps: int | None = None, last_step: int | None = None, *, stop_at_start: bool = True
+    ) -> None:
         if num_steps is None and last_step is None:
             raise ValueError("One of num_steps or last_step must be specified.")
         if num_steps is not None and last_step is not None:
@@ -44,6 +58,7 @@ class StopAtStepHook(SessionRunHook):
                 raise ValueError(f"num_steps must be >= 0, got {num_steps}")
         self._num_steps = num_steps
         self._last_step: Any = last_step
+        self._stop_at_start = bool(stop_at_start)
         self._global_step: Any = None
 
     @property
@@ -56,8 +71,17 @@ class StopAtStepHook(SessionRunHook):
             self._global_step = get_global_step(session.graph)
         except RuntimeError as error:
             raise RuntimeError("Global step should be created to use StopAtStepHook.") from error
+        if self._last_step is not None and not self._stop_at_start:
+            return  # nothing to read (TF's hook runs nothing here either)
+        step = session.run(self._global_step)
         if self._last_step is None:
-            self._last_step = session.run(self._global_step) + self._num_steps
+            self._last_step = step + self._num_steps
+        if self._stop_at_start and step >= self._last_step and coord is not None:
+            logger.info(
+                "The global step is %d, at or past last_step %d: stopping before the first step",
+                step, self._last_step,
+            )
+            coord.request_stop()
 
     def before_run(self, run_context: SessionRunContext) -> SessionRunArgs | None:
         if getattr(run_context, "global_step", None) is not None:

@@ -68,6 +68,14 @@ class ProgramBackend:
             return None
         return _int64_scalar_view(counter)
 
+    def feed_converter(self) -> Callable[[Any], Any] | None:
+        """``from_feed``, or None where it is the identity (a session then skips the call).
+
+        Optional (not in ``Backend``): the session calls ``from_feed`` on
+        every pulled or default input value without it.
+        """
+        return None if type(self).from_feed is ProgramBackend.from_feed else self.from_feed
+
     def training_session_defaults(self) -> Mapping[str, Any]:
         """What this process's part in a distributed job means for ``MonitoredTrainingSession``.
 
@@ -107,6 +115,15 @@ class ProgramBackend:
     def assign(self, state: State, value: Any) -> None:
         """Set live state from a snapshot, in place (the steps hold references to it)."""
         raise NotImplementedError(f"backend {self.name!r} cannot assign state {state.name!r}")
+
+    def state_view(self, program: Program) -> dict[str, Any]:
+        """What a synchronous save writes: ``state_dict``'s values, possibly sharing live memory.
+
+        Optional (not in ``Backend``). Valid until the next step runs; a
+        synchronous save writes it before training goes on, so it needs no
+        copy of a large model. The default is ``state_dict`` (a copy).
+        """
+        return self.state_dict(program)
 
     def state_dict(self, program: Program) -> dict[str, Any]:
         """A snapshot of every piece of state, by name: what a checkpoint holds."""

@@ -37,7 +37,7 @@ __all__ = ["ProgramSession"]
 class _Resolved:
     """A plan's leaves, sorted by what evaluating them takes."""
 
-    __slots__ = ("reads", "steps", "outputs", "inputs", "trains")
+    __slots__ = ("reads", "steps", "outputs", "inputs", "trains", "calls")
 
     def __init__(self, plan: FetchPlan, program: Program) -> None:
         self.reads: list[tuple[int, State]] = []
@@ -58,6 +58,15 @@ class _Resolved:
         self.steps = sorted(steps, key=lambda s: s.index)
         # The first step that advances the global step, which a run after end() refuses.
         self.trains = next((s for s in self.steps if s.advance_global_step), None)
+        # Per step: its arguments as (parameter, input or None, state or None).
+        self.calls = [(step, _arguments(step)) for step in self.steps]
+
+
+def _arguments(step: Step) -> tuple[tuple[str, Input | None, State | None], ...]:
+    return tuple(
+        (param, handle, None) if type(handle) is Input else (param, None, handle)  # type: ignore[misc]
+        for param, handle in step.bindings
+    )
 
 
 def _handle_for(plan: FetchPlan, position: int, leaf: Any, program: Program) -> Handle:
@@ -85,22 +94,13 @@ def _handle_for(plan: FetchPlan, position: int, leaf: Any, program: Program) -> 
     )
 
 
-class _RunInputs:
-    """Input values for one run: the fed ones, the others resolved on first use."""
-
-    __slots__ = ("values", "backend")
-
-    def __init__(self, values: dict[Input, Any], backend: Any) -> None:
-        self.values = values  # starts as the run's (converted) feeds
-        self.backend = backend
-
-    def get(self, handle: Input) -> Any:
-        values = self.values
-        if handle in values:
-            return values[handle]
-        value = handle.pull() if handle.iterable is not None else _default(handle)
-        value = values[handle] = self.backend.from_feed(value)
-        return value
+def _resolve(handle: Input, values: dict[Input, Any], from_feed: Callable[[Any], Any] | None) -> Any:
+    """An input's value in a run that has not resolved it yet: the next item, or the default."""
+    value = handle.pull() if handle.iterable is not None else _default(handle)
+    if from_feed is not None:
+        value = from_feed(value)
+    values[handle] = value
+    return value
 
 
 _NO_COUNTER = object()
@@ -149,6 +149,11 @@ class ProgramSession:
         # skips the plan lookup. Only handles (immutable) are kept.
         self._last_fetch: Any = None
         self._last_plan: FetchPlan | None = None
+        # How pulled and default input values become what a step gets; None: as they are.
+        converter = getattr(self.backend, "feed_converter", None)
+        self._from_feed: Callable[[Any], Any] | None = (
+            self.backend.from_feed if converter is None else converter()
+        )
         # The global step's live counter and how to add one to it: a memoryview of a
         # NumPy counter (counted in place, no call) or the backend's function. Made
         # again if the counter object is ever replaced.
@@ -192,7 +197,7 @@ class ProgramSession:
         if self.program.global_step.value is not self._counter:
             self._bind_counter()
         view = self._counter_view
-        return None if view is None else int(view[()])
+        return None if view is None else view[()]
 
     def run(
         self,
@@ -224,13 +229,38 @@ class ProgramSession:
                 "outputs of a step declared with advance_global_step=False (an evaluation step)."
             )
         backend = self.backend
-        inputs = _RunInputs(self._feeds(feed_dict) if feed_dict else {}, backend)
+        inputs = self._feeds(feed_dict) if feed_dict else {}
         values: list[Any] = [None] * len(plan.leaves)
         for position, state in resolved.reads:
             values[position] = backend.snapshot(state.value)
         results: dict[Step, Mapping[str, Any]] = {}
-        for step in resolved.steps:
-            results[step] = self._run_step(step, inputs)
+        from_feed = self._from_feed
+        for step, arguments in resolved.calls:
+            if self.program.pristine:
+                self._first_step(step)
+            kwargs: dict[str, Any] = {}
+            for param, fed, held in arguments:
+                if fed is None:
+                    kwargs[param] = held.value  # type: ignore[union-attr]
+                elif fed in inputs:
+                    kwargs[param] = inputs[fed]
+                else:
+                    kwargs[param] = _resolve(fed, inputs, from_feed)
+            try:
+                returned = step.fn(**kwargs)
+            except Exception as error:
+                self._raise_translated(error)
+                raise
+            # A dict is what most steps return: no need to ask Step.results to name it.
+            if type(returned) is not dict or step.updates:
+                returned = self._assign(step, step.results(returned))
+            results[step] = returned
+            if step.advance_global_step:
+                view = self._counter_view
+                if view is not None and self.program.global_step.value is self._counter:
+                    view[()] += 1  # the default counter, counted in place
+                else:
+                    self._advance()
         for position, output in resolved.outputs:
             step_results = results[output.step]
             try:
@@ -243,26 +273,17 @@ class ProgramSession:
                 ) from None
             values[position] = backend.to_host(value)
         for position, handle in resolved.inputs:
-            values[position] = backend.to_host(inputs.get(handle))
+            value = inputs[handle] if handle in inputs else _resolve(handle, inputs, from_feed)
+            values[position] = backend.to_host(value)
         return plan.rebuild(values)
 
-    def _run_step(self, step: Step, inputs: _RunInputs) -> Mapping[str, Any]:
-        program = self.program
-        if program.pristine and step is not program.initializer:  # only until a step first runs
-            program.about_to_run()
-        kwargs: dict[str, Any] = {}
-        for param, handle in step.bindings:
-            if type(handle) is Input:
-                kwargs[param] = inputs.get(handle)
-            else:
-                kwargs[param] = handle.value  # type: ignore[attr-defined]
-        try:
-            returned = step.fn(**kwargs)
-        except Exception as error:
-            self._raise_translated(error)
-            raise
-        # A dict is what most steps return: no need to ask Step.results to name it.
-        results = returned if type(returned) is dict and not step.updates else step.results(returned)
+    def _first_step(self, step: Step) -> None:
+        """Before a step runs on a program where none has: the program may keep its initial values."""
+        if step is not self.program.initializer:
+            self.program.about_to_run()
+
+    def _assign(self, step: Step, results: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Assign the state ``step`` declares in ``updates`` from its ``results``."""
         for state in step.updates:
             try:
                 state.value = results[state.name]
@@ -271,8 +292,6 @@ class ProgramSession:
                     f"step {step.name!r} declares updates of {state.name!r} but returned no "
                     f"{state.name!r} (it returned {', '.join(map(repr, results)) or 'nothing'})"
                 ) from None
-        if step.advance_global_step:
-            self._advance()
         return results
 
     def _raise_translated(self, error: Exception) -> None:

@@ -8,6 +8,13 @@ no-ops are never called; every other hook is called on every run. On a run
 where no hook fetches anything the caller's fetches go to the raw session
 untouched, with no merged structure built.
 
+Epoch ends (a looprt extension): hooks that define ``after_epoch(run_context,
+epoch_end)`` are called with each ``EpochEnd`` the raw session reports
+(``epoch_ends()``) after the raw run that pulled the epoch's last item and
+before every hook's ``after_run`` of that run, in hook order; so a
+checkpoint saved in that ``after_run`` holds the epoch-end work. With no such
+hook, runs cost nothing more (the call rides in the ``after_run`` list).
+
 A raw session that reads its global step on the host
 (``looprt.backends.CountingSession``) has it read once before each run and
 handed to the hooks as ``run_context.global_step``, so periodic hooks decide
@@ -17,6 +24,7 @@ whether to act without a fetch.
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,6 +37,8 @@ from looprt.session.wrapped import WrappedSession
 
 __all__ = ["HookedSession"]
 
+logger = logging.getLogger(__name__)
+
 _ARGS_FIELDS = SessionRunArgs._fields
 # SessionRunValues((results, options, run_metadata)) without the Python-level __new__ a
 # NamedTuple has: a fetching run makes one per fetching hook.
@@ -36,10 +46,15 @@ _run_values: Callable[[tuple[Any, Any, Any]], SessionRunValues] = functools.part
     tuple.__new__, SessionRunValues
 )
 _CALLER = -1  # the caller's key in a merged request; hooks are keyed by position
+_EPOCHS = -2  # the key of the epoch-end call in the after_run list: never in a request
 
 
 def _no_step() -> None:
     return None
+
+
+def _no_ends() -> list[Any]:
+    return []
 
 
 class HookedSession(WrappedSession):
@@ -77,7 +92,20 @@ class HookedSession(WrappedSession):
         self._before_run_keys = _keys(before, positions)
         self._after_run_keys = _keys(after, positions)
         self._before_run_hooks = [hook for hook, _ in before]
-        self._any_hooks = bool(before or after)
+        self._after_epoch_methods = [method for _, method in calls(hooks, "after_epoch")]
+        self._epoch_ends: Callable[[], Any] = getattr(sess, "epoch_ends", _no_ends)
+        if self._after_epoch_methods:
+            if self._epoch_ends is _no_ends:
+                logger.warning(
+                    "hooks %s define after_epoch, but %s reports no epoch ends: it will not be called",
+                    [type(hook).__name__ for hook in hooks if callable(getattr(hook, "after_epoch", None))],
+                    type(sess).__name__,
+                )
+            else:
+                # First in the after_run list: after the raw run, before every after_run.
+                self._after_run_methods.insert(0, self._after_epoch)
+                self._after_run_keys.insert(0, _EPOCHS)
+        self._any_hooks = bool(before or self._after_run_methods)
         self._new_options = new_options
         self._new_metadata = new_metadata
         self._share_defaults = share_defaults
@@ -89,6 +117,12 @@ class HookedSession(WrappedSession):
 
     def check_stop(self) -> bool:
         return self._should_stop
+
+    def _after_epoch(self, context: Any, values: Any) -> None:
+        """Call every ``after_epoch`` for each epoch the run just ended."""
+        for end in self._epoch_ends():
+            for after_epoch in self._after_epoch_methods:
+                after_epoch(context, end)
 
     def run(
         self,

@@ -30,6 +30,7 @@ raw session made by the creator.
 from __future__ import annotations
 
 import inspect
+import logging
 import numbers
 from collections.abc import Callable, Iterable
 from types import TracebackType
@@ -55,6 +56,8 @@ _HOOK_METHODS = ("begin", "after_create_session", "before_run", "after_run", "en
 
 __all__ = ["MonitoredSession", "SingularMonitoredSession"]
 
+logger = logging.getLogger(__name__)
+
 
 class _CoordinatedSessionCreator(SessionCreator):
     """Creates the raw session, its coordinator, and the hooked, coordinated layers."""
@@ -78,9 +81,17 @@ class _CoordinatedSessionCreator(SessionCreator):
         self.coord: Coordinator | None = None
         self.raw_session: Any = None
         self.hooked: HookedSession | None = None
+        self.start_step: int | None = None  # the host global step when the session was created
+
+    def global_step(self) -> int | None:
+        """The raw session's global step read on the host, or None where that takes a run."""
+        read = getattr(self.raw_session, "global_step_value", None)
+        step = read() if read is not None else None
+        return None if step is None else int(step)
 
     def create_session(self) -> CoordinatedSession:
         self.raw_session = self._session_creator.create_session()
+        self.start_step = self.global_step()
         self.coord = Coordinator(clean_stop_exception_types=[])
         if self._start_threads is not None:
             self._start_threads(self.raw_session, self.coord)
@@ -139,7 +150,7 @@ class _MonitoredSessionBase:
             stop_grace_period_secs,
             self.recoverable_errors,
             self.hooked_session_options,
-            self._start_threads,
+            self.start_threads,
         )
         self._sess: Any
         if should_recover:
@@ -153,8 +164,13 @@ class _MonitoredSessionBase:
             # per step. close() removes the shortcut, so run() then raises as documented.
             vars(self)["run"] = self._sess.run
 
-    def _start_threads(self, raw_session: Any, coord: Coordinator) -> None:
-        """Start the backend's background threads (TF's queue runners); none by default."""
+    def start_threads(self, raw_session: Any, coord: Coordinator) -> None:
+        """Start the backend's background threads; none by default.
+
+        A seam for a backend's subclass: called after each (re)creation of the
+        raw session, before the hooks' ``after_create_session``, with the
+        session's coordinator (the TF drop-in starts TF's queue runners here).
+        """
 
     @property
     def graph(self) -> Any:
@@ -214,9 +230,29 @@ class _MonitoredSessionBase:
     ) -> bool:
         # Exactly these types, as TF compares them: a subclass is an error like any other.
         if exception_type in self.clean_end_errors:
+            self._log_end_of_input(exception_value)
             exception_type = None
         self.close_session(exception_type)
         return exception_type is None
+
+    def _log_end_of_input(self, error: BaseException | None) -> None:
+        """Say that the input ran out, at which step; a WARNING when no step ran in this session."""
+        creator = self._coordinated_creator
+        step = creator.global_step() if creator.raw_session is not None else None
+        where = "" if step is None else f" at global step {step}"
+        what = f" ({error})" if error is not None and str(error) else ""
+        if step is not None and step == creator.start_step:
+            logger.warning(
+                "The input ran out%s before this session ran any step%s. An iterable input is "
+                "pulled through once, and a resumed run continues where it stood; to train for "
+                "several epochs, iterate the loader several times (looprt.backends.torch.Epochs).",
+                where,
+                what,
+            )
+        else:
+            start = creator.start_step
+            ran = "" if step is None or start is None else f" after {step - start} steps"
+            logger.info("The input ran out%s%s; the session ends%s.", where, what, ran)
 
     def close_session(self, exception_type: type[BaseException] | None = None) -> None:
         """What ``close`` and ``__exit__`` do: the hooks' ``end`` unless ``exception_type``, then close.

@@ -1,13 +1,16 @@
 """TensorFlow for looprt: a drop-in for ``tf.compat.v1.train``, and TF2 eager programs.
 
-Graph mode: replace ``tf.compat.v1.train`` with this module for the
-MonitoredSession family and an existing script runs unchanged on looprt's
-sessions and hooks::
+Graph mode, with no edit to a script: ``python -m looprt.tf script.py
+args...``, or ``install()`` before the script's training code, routes
+``tf.compat.v1.train``'s MonitoredSession family (sessions, creators,
+``Scaffold``, the standard hooks) to this module for the process, so
+``tf.train.MonitoredTrainingSession(...)`` written inline runs on looprt's
+sessions and hooks (see ``adoption.py``). Or use the names here directly::
 
-    from looprt.backends import tensorflow as train
+    from looprt.backends import tensorflow as looprt_train
 
-    with train.MonitoredTrainingSession(checkpoint_dir=ckpt_dir,
-                                        hooks=[train.StopAtStepHook(last_step=1000)]) as sess:
+    with looprt_train.MonitoredTrainingSession(
+            checkpoint_dir=ckpt_dir, hooks=[looprt_train.StopAtStepHook(last_step=1000)]) as sess:
         while not sess.should_stop():
             sess.run(train_op)
 
@@ -33,10 +36,20 @@ from typing import Any as _Any
 
 import tensorflow as _tf
 
+from looprt.backends.tensorflow.adoption import install, installed, uninstall
 from looprt.backends.tensorflow.eager import TensorFlowBackend
 from looprt.backends.tensorflow.errors import EagerModeRequiredError, GraphModeRequiredError
 from looprt.backends.tensorflow.graph_saver import GraphSaver
-from looprt.backends.tensorflow.hooks import CheckpointSaverHook, LoggingTensorHook
+from looprt.backends.tensorflow.hooks import (
+    CheckpointSaverHook,
+    GlobalStepWaiterHook,
+    LoggingTensorHook,
+    NanTensorHook,
+    ProfilerHook,
+    StepCounterHook,
+    StopAtStepHook,
+    SummarySaverHook,
+)
 from looprt.backends.tensorflow.monitored_session import (
     Coordinator,
     MonitoredSession,
@@ -52,21 +65,16 @@ from looprt.backends.tensorflow.session_creator import (
 from looprt.backends.tensorflow.session_manager import SessionManager
 from looprt.backends.tensorflow.training_session import USE_DEFAULT, MonitoredTrainingSession
 from looprt.coordinator import LooperThread
+from looprt.evaluation.tf_dropin import checkpoints_iterator
 from looprt.hooks import (
     CheckpointSaverListener,
     FeedFnHook,
     FinalOpsHook,
-    GlobalStepWaiterHook,
     NanLossDuringTrainingError,
-    NanTensorHook,
-    ProfilerHook,
     SessionRunArgs,
     SessionRunContext,
     SessionRunHook,
     SessionRunValues,
-    StepCounterHook,
-    StopAtStepHook,
-    SummarySaverHook,
     register_hook_base,
 )
 from looprt.session.step_context import StepContext
@@ -110,6 +118,10 @@ __all__ = [
     "SummarySaverHook",
     "TensorFlowBackend",
     "WorkerSessionCreator",
+    "checkpoints_iterator",
+    "install",
+    "installed",
+    "uninstall",
 ]
 
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import operator
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -63,7 +63,7 @@ def _write_tf_state(directory: str, latest: str, all_paths: Iterable[str]) -> No
     proto = tf.compat.v1.train.generate_checkpoint_state_proto(
         os.path.abspath(directory), latest, all_model_checkpoint_paths=list(all_paths)
     )
-    fd, tmp = tempfile.mkstemp(prefix=f"{TF_STATE_FILE}.", suffix=".looprt-tmp", dir=directory)
+    fd, tmp = _new_file(directory, f"{TF_STATE_FILE}.", ".looprt-tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(str(proto))
@@ -74,6 +74,19 @@ def _write_tf_state(directory: str, latest: str, all_paths: Iterable[str]) -> No
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _new_file(directory: str, prefix: str, suffix: str) -> tuple[int, str]:
+    """A new file of a fresh name, made as TF makes its files: mode 0666 less the umask (so 0644).
+
+    (``tempfile.mkstemp`` would make it 0600, and the rename would keep that.)
+    """
+    while True:
+        path = os.path.join(directory, f"{prefix}{secrets.token_hex(6)}{suffix}")
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), path
+        except FileExistsError:
+            continue
 
 
 def _relative_prefix(folder: str) -> str:

@@ -6,7 +6,6 @@ checkpoint folders, and what TF's readers see.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 import weakref
@@ -19,7 +18,8 @@ from looprt.backends.tensorflow.checkpoints import ManagedSaver, step_of
 
 __all__ = ["GraphSaver"]
 
-logger = logging.getLogger(__name__)
+# The drop-in logs where TF logs, so tf.compat.v1.logging's verbosity governs its lines.
+logger = tf.get_logger()
 
 
 class GraphSaver(ManagedSaver):

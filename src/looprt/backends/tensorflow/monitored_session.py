@@ -57,7 +57,7 @@ class _GraphMode:
         self._tf_graph = tf.compat.v1.get_default_graph()
         self._graph_was_finalized = self._tf_graph.finalized
 
-    def _start_threads(self, raw_session: Any, coord: Any) -> None:
+    def start_threads(self, raw_session: Any, coord: Any) -> None:
         """Start the default graph's queue runners, as TF does."""
         if tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.QUEUE_RUNNERS):
             tf.compat.v1.train.start_queue_runners(sess=raw_session, coord=coord)

@@ -17,7 +17,6 @@ injectable so that tests wait on events, not time.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +29,8 @@ from looprt.backends.tensorflow.graph_saver import GraphSaver
 
 __all__ = ["SessionManager"]
 
-logger = logging.getLogger(__name__)
+# The drop-in logs where TF logs, so tf.compat.v1.logging's verbosity governs its lines.
+logger = tf.get_logger()
 
 _SAVED_MODEL_INITIALIZERS = "saved_model_initializers"
 

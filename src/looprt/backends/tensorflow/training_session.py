@@ -5,20 +5,19 @@ TF's arguments, defaults and default hooks, in TF's order: on the chief the
 scaffold's summary op: the graph's merged summaries) when there is a summary
 or checkpoint directory, a ``CheckpointSaverHook`` when there is a checkpoint
 directory, then ``hooks``; a worker waits for the chief and gets only
-``hooks``. The hooks are looprt's, writing TensorBoard files and TF-format
-checkpoints kept by looprt's manager.
+``hooks``. The hooks are the drop-in's (``hooks.py``): looprt's, reading the
+global step, writing graphs and logging as TF's, writing TensorBoard files
+and TF-format checkpoints kept by looprt's manager.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from looprt.backends.tensorflow.hooks import CheckpointSaverHook
+from looprt.backends.tensorflow.hooks import CheckpointSaverHook, StepCounterHook, SummarySaverHook
 from looprt.backends.tensorflow.monitored_session import MonitoredSession
 from looprt.backends.tensorflow.scaffold import Scaffold
 from looprt.backends.tensorflow.session_creator import ChiefSessionCreator, WorkerSessionCreator
-from looprt.hooks.step_counter import StepCounterHook
-from looprt.hooks.summary_saver import SummarySaverHook
 from looprt.session.training import USE_DEFAULT, TrainingSessionParts, training_session
 
 __all__ = ["USE_DEFAULT", "MonitoredTrainingSession"]

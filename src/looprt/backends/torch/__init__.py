@@ -10,7 +10,8 @@ An existing step runs unchanged::
             sess.run(step)
 
 ``TorchBackend(device=...)`` places fed and pulled values; ``Epochs`` runs a
-data loader for several epochs and resumes mid-epoch cheaply. In a
+data loader for several epochs, resumes mid-epoch cheaply, and tells hooks
+that define ``after_epoch`` where each epoch ends. In a
 ``torchrun`` job (``init_process_group`` from here survives
 ``--max-restarts``), ``MonitoredTrainingSession`` from here makes rank 0 the
 chief and stops every rank at the same step (``StopSyncHook``).

@@ -113,9 +113,16 @@ class TorchBackend(ProgramBackend):
         self.check_assign(handle, value)
         handle.value = state.load(handle.value, value)
 
-    def state_dict(self, program: Program) -> dict[str, Any]:
+    def state_view(self, program: Program) -> dict[str, Any]:
+        """``state_dict`` whose tensors are the live ones: a synchronous save copies nothing."""
+        return self.state_dict(program, copy_tensors=False)
+
+    def state_dict(self, program: Program, *, copy_tensors: bool = True) -> dict[str, Any]:
         """Every state's saved value, plus the random generators and the inputs' positions."""
-        values = {name: state.saved_value(handle.value) for name, handle in program.states.items()}
+        values = {
+            name: state.saved_value(handle.value, copy_tensors=copy_tensors)
+            for name, handle in program.states.items()
+        }
         values[RNG_KEY] = rng.capture()
         values[INPUTS_KEY] = inputs.input_states(program, self._input_starts(program))
         ranks = distributed.gather_rng_states()  # the workers' too, when they can answer
@@ -166,7 +173,10 @@ class TorchBackend(ProgramBackend):
         return [PAYLOAD]
 
     def load_payload(self, directory: str) -> dict[str, Any]:
-        payload = torch.load(os.path.join(directory, PAYLOAD), map_location="cpu", weights_only=True)
+        # Memory-mapped: restoring copies each tensor from the file's pages into the live
+        # state once, with no intermediate copy of the whole checkpoint.
+        path = os.path.join(directory, PAYLOAD)
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise ValueError(f"{PAYLOAD} is not a looprt torch checkpoint of format {FORMAT}")
         values: dict[str, Any] = payload["values"]

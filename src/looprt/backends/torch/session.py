@@ -4,6 +4,9 @@ A ``ProgramSession`` that, until each replayed input has pulled its first
 item, records the random generators' states at the start of every run (see
 ``inputs``): the states from which that input's iterator was created. Once
 every such input has started, runs go straight to ``ProgramSession.run``.
+
+``epoch_ends()`` tells ``HookedSession`` which inputs finished an epoch (an
+``Epochs`` iterable knows), for hooks that define ``after_epoch``.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from looprt.backends.torch.inputs import InputStarts, replayed_inputs
+from looprt.hooks.epoch_end import EpochEnd
 from looprt.program.program import Program
 from looprt.program.session import ProgramSession
 
@@ -24,8 +28,24 @@ class TorchSession(ProgramSession):
         super().__init__(program, target=target, config=config)
         self._starts = starts
         self._unstarted = replayed_inputs(program)
+        self._epoch_inputs = [
+            handle
+            for handle in program.inputs.values()
+            if callable(getattr(handle.iterable, "pop_epoch_ends", None))
+        ]
         if not self._unstarted:
             self._go_direct()
+
+    def epoch_ends(self) -> list[EpochEnd]:
+        """The epochs each ``Epochs`` input finished since the previous call, in input order."""
+        ends: list[EpochEnd] = []
+        for handle in self._epoch_inputs:
+            epochs = handle.iterable.pop_epoch_ends()
+            if epochs:
+                step = self.global_step_value()
+                at = None if step is None else int(step)
+                ends.extend(EpochEnd(handle.name, epoch, at) for epoch in epochs)
+        return ends
 
     def _go_direct(self) -> None:
         # An instance attribute shadows the method below: no extra frame per run from now on.

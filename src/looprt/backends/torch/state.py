@@ -70,13 +70,18 @@ def snapshot(value: Any) -> Any:
     return saved_value(value)
 
 
-def saved_value(value: Any) -> Any:
-    """What a checkpoint holds for live state: tensors and plain values only."""
+def saved_value(value: Any, *, copy_tensors: bool = True) -> Any:
+    """What a checkpoint holds for live state: tensors and plain values only.
+
+    With ``copy_tensors=False`` tensors are the live ones (detached), not CPU
+    copies: for a save that is written before the next step runs.
+    """
     kind = kind_of(value)
     if kind in ("module", "optimizer", "stateful"):
-        return cpu_copy(value.state_dict())
+        state = value.state_dict()
+        return cpu_copy(state) if copy_tensors else state
     if kind == "tensor":
-        return value.detach().to("cpu", copy=True)
+        return value.detach().to("cpu", copy=True) if copy_tensors else value.detach()
     if kind == "array":
         return value.item() if value.ndim == 0 else torch.from_numpy(value.copy())
     if kind == "generator":

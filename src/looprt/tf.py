@@ -1,0 +1,42 @@
+"""``python -m looprt.tf script.py [args...]``: run an unmodified ``tf.compat.v1`` script on looprt.
+
+The script runs as ``python script.py args...`` would run it (as
+``__main__``, with ``sys.argv`` and ``sys.path[0]`` as Python sets them),
+after ``looprt.backends.tensorflow.install()`` has routed
+``tf.compat.v1.train``'s MonitoredSession family to the drop-in.
+``python -m looprt.tf -m package.module args...`` runs a module instead.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+
+__all__ = ["main"]
+
+USAGE = "usage: python -m looprt.tf script.py [args...]  |  python -m looprt.tf -m module [args...]"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Install the drop-in, then run the script (or ``-m`` module) with its arguments."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in ("-h", "--help") or (args[0] == "-m" and len(args) < 2):
+        print(USAGE, file=sys.stderr if not args or args[0] == "-m" else sys.stdout)
+        return 0 if args and args[0] in ("-h", "--help") else 2
+
+    from looprt.backends.tensorflow import install
+
+    install()
+    if args[0] == "-m":
+        sys.argv = [args[1], *args[2:]]  # runpy puts the module's path in argv[0]
+        runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = args
+        sys.path[0] = os.path.dirname(os.path.abspath(args[0]))
+        runpy.run_path(args[0], run_name="__main__")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
