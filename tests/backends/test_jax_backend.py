@@ -189,8 +189,10 @@ def test_a_leaf_a_checkpoint_cannot_hold_is_refused_naming_its_path(tmp_path: Pa
     assert looprt.latest_checkpoint(str(tmp_path)) is None
 
 
-def slow_program(size: int = 600, depth: int = 8) -> tuple[looprt.Program, looprt.Step]:
-    """A step slow enough (tens of ms on a CPU) that waiting for it shows."""
+def slow_program() -> tuple[looprt.Program, looprt.Step]:
+    """A step slow enough that waiting for it shows: tens of ms on a CPU, and on an accelerator."""
+    on_cpu = jax.default_backend() == "cpu"
+    size, depth = (600, 8) if on_cpu else (4096, 64)  # an H200 does 600x600 products in microseconds
     prog = looprt.Program(backend="jax")
     prog.state("w", jnp.eye(size) * 0.5)
 
