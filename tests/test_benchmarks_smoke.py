@@ -266,3 +266,21 @@ def test_jax_quick_run(tmp_path: Path) -> None:
     assert [row["variant"] for row in report["rows"]] == ["bare loop", "Optax hand loop", "MonitoredTrainingSession"]
     assert all(len(samples) == 2 for samples in report["samples_us"].values())
     assert set(report["target"]) == {"overhead_vs_hand_loop", "overhead_vs_step"}
+
+
+# --- bench_storage ---------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    not HAS_TORCH or find_spec("s3fs") is None or find_spec("moto") is None, reason="needs torch, s3fs, moto"
+)
+def test_storage_quick_run(tmp_path: Path) -> None:
+    out = tmp_path / "storage.json"
+    result = _run("bench_storage.py", "--quick", "--json", str(out), tmp_path=tmp_path, timeout=300)
+    report = _report(result, out)
+
+    assert (report["mib"], report["repeats"]) == (4, 2)
+    assert set(report["ratios"]) == {"local save", "local restore", "s3 save", "s3 restore"}
+    assert report["async"]["steps measured"] > 0
+    assert "target looprt <= 1.3x by hand:" in result.stdout
+    assert "target step time during an upload <= 1.05x:" in result.stdout

@@ -101,6 +101,79 @@ def test_a_session_trains_and_resumes_from_s3(s3: Any) -> None:
     assert not Path("s3:").exists()
 
 
+def test_monitored_training_session_takes_storage_options(
+    s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No endpoint in the environment: only storage_options lead the saver, restore and summaries to moto."""
+    from looprt.summary import SummaryWriterCache
+
+    monkeypatch.chdir(tmp_path)
+    for name in [k for k in os.environ if k.startswith("FSSPEC_")]:
+        monkeypatch.delenv(name)
+    url = s3.bucket() + "/mts"
+    prog, step = _program()
+    with looprt.MonitoredTrainingSession(
+        checkpoint_dir=url, scaffold=looprt.Scaffold(program=prog), save_checkpoint_steps=2,
+        log_step_count_steps=1, storage_options=s3.options,
+    ) as sess:
+        for _ in range(5):
+            sess.run(step)
+    SummaryWriterCache.clear()
+    expected = prog.backend.state_dict(prog)
+    assert latest_checkpoint(url, storage_options=s3.options) == f"{url}/model.ckpt-5"
+    assert any("events.out.tfevents" in o for o in s3.fs().find(url))
+    prog2, step2 = _program()
+    with looprt.MonitoredTrainingSession(
+        checkpoint_dir=url, scaffold=looprt.Scaffold(program=prog2), save_checkpoint_steps=2,
+        storage_options=s3.options,
+    ) as sess:
+        assert sess.run(prog2.global_step) == 5
+    SummaryWriterCache.clear()
+    np.testing.assert_array_equal(prog2.backend.state_dict(prog2)["w"], expected["w"])
+    assert os.listdir(tmp_path) == []  # never a local folder named 's3:'
+
+
+def test_checkpoints_iterator_yields_remote_checkpoints_in_order_and_skips_damaged(s3: Any) -> None:
+    from looprt.evaluation import checkpoints_iterator
+
+    url = s3.bucket() + "/watch"
+    manager = CheckpointManager(url, max_to_keep=5, storage_options=s3.options)
+    backend = NumpyBackend()
+    for step in (1, 2, 3):
+        manager.save(_state(step), step, backend.save_payload, backend="numpy")
+    fs = s3.fs()
+    victim = next(o for o in fs.find(f"{url}/model.ckpt-2") if not o.endswith("manifest.json"))
+    fs.pipe_file(victim, b"garbage")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        found = list(checkpoints_iterator(url, timeout=0, poll_secs=0, storage_options=s3.options))
+    assert found == [f"{url}/model.ckpt-1", f"{url}/model.ckpt-3"]
+    assert any("model.ckpt-2" in str(w.message) for w in caught)
+    prog, _ = _program()
+    Saver(prog, storage_options=s3.options).restore(None, found[-1])
+    assert int(prog.backend.state_dict(prog)["global_step"]) == 3
+
+
+def test_looprt_evaluate_reads_an_s3_url(s3: Any, tmp_path: Path) -> None:
+    import subprocess
+
+    url = s3.bucket() + "/eval"
+    env = {**os.environ, "FSSPEC_S3_ENDPOINT_URL": s3.endpoint}
+    trained = subprocess.run(
+        [sys.executable, "-m", "looprt", "demo", "--dir", url, "--steps", "20"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    done = subprocess.run(
+        [sys.executable, "-m", "looprt", "evaluate", url, "--timeout", "0", "--last-step", "20"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"({url}/model.ckpt-20)" in done.stdout, done.stdout
+    assert os.listdir(tmp_path) == []  # never a local folder named 's3:'
+    assert any("/eval/events.out.tfevents" in o for o in s3.fs().find(url))
+
+
 def test_memory_urls_work_through_fsspec() -> None:
     manager = CheckpointManager("memory://looprt-test/run", max_to_keep=1)
     backend = NumpyBackend()

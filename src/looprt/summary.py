@@ -77,16 +77,18 @@ class SummaryWriter:
         flush_secs: float = 120,
         filename_suffix: str = "",
         clock: Callable[[], float] = time.time,
+        *,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(logdir, (str, os.PathLike)):
             raise TypeError(
-                f"SummaryWriter logdir must be a path (str or os.PathLike), "
-                f"got {type(logdir).__name__}"
+                f"SummaryWriter logdir must be a path (str or os.PathLike), got {type(logdir).__name__}"
             )
         self._logdir = os.fspath(logdir)
         self._flush_secs = flush_secs
         self._filename_suffix = filename_suffix
         self._clock = clock
+        self._storage_options = storage_options
         self._lock = threading.RLock()
         self._file: event_file.EventFile | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
@@ -94,7 +96,7 @@ class SummaryWriter:
         self._open()
 
     def _open(self) -> None:
-        self._file = event_file.EventFile(self._logdir, self._filename_suffix)
+        self._file = event_file.EventFile(self._logdir, self._filename_suffix, self._storage_options)
         self._finalizer = weakref.finalize(self, self._file.close)
         self._last_flush = self._clock()
 
@@ -234,6 +236,7 @@ class SummaryWriterCache:
     """
 
     _cache: dict[str, SummaryWriter] = {}
+    _options: dict[str, Mapping[str, Any]] = {}
     _lock = threading.RLock()
 
     @staticmethod
@@ -242,13 +245,24 @@ class SummaryWriterCache:
         return path.rstrip("/") if "://" in path else os.path.abspath(path)
 
     @staticmethod
-    def get(logdir: str | os.PathLike[str]) -> SummaryWriter:
-        """The writer for ``logdir``, created (with a new event file) on first use."""
+    def get(
+        logdir: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
+    ) -> SummaryWriter:
+        """The writer for ``logdir``, created (with a new event file) on first use.
+
+        ``storage_options`` (a looprt extension, for a URL ``logdir``; see
+        ``looprt.checkpoint.storage``) are remembered for ``logdir``: later
+        calls without them, and writers made again after ``clear()``, use them.
+        """
         key = SummaryWriterCache._key(logdir)
         with SummaryWriterCache._lock:
+            if storage_options is not None:
+                SummaryWriterCache._options[key] = dict(storage_options)
             writer = SummaryWriterCache._cache.get(key)
             if writer is None or writer.closed:
-                writer = SummaryWriterCache._cache[key] = SummaryWriter(key)
+                writer = SummaryWriterCache._cache[key] = SummaryWriter(
+                    key, storage_options=SummaryWriterCache._options.get(key)
+                )
             return writer
 
     @staticmethod

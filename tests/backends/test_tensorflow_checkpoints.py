@@ -208,3 +208,20 @@ def test_a_save_failing_midway_leaves_a_restorable_directory(
     # TF's own view stays readable (its state file is refreshed after looprt's index).
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path)))
     assert float(reader.get_tensor("v")) == 12.0
+
+
+def test_a_remote_checkpoint_dir_tf_cannot_read_is_a_clear_error_never_a_local_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TF 2.x wheels have no s3:// file system: the drop-in says so instead of writing to ./s3:."""
+    try:
+        tf.io.gfile.exists("s3://looprt-no-bucket/run")
+    except tf.errors.UnimplementedError:
+        pass
+    else:
+        pytest.skip("this TensorFlow has an s3:// file system")
+    monkeypatch.chdir(tmp_path)
+    model = Model()
+    with model.graph.as_default(), pytest.raises(looprt.errors.UnimplementedError, match=r"s3://.*tensorflow-io"):
+        train.MonitoredTrainingSession(checkpoint_dir="s3://looprt-no-bucket/run", save_checkpoint_steps=1)
+    assert os.listdir(tmp_path) == []

@@ -30,6 +30,7 @@ from typing import Any
 
 from looprt.checkpoint.format import MANIFEST
 from looprt.checkpoint.latest import warn
+from looprt.checkpoint.storage import Location, is_url, split
 from looprt.errors import DataLossError, NotFoundError
 from looprt.evaluation.hooks import MetricsHook, SummaryAtEndHook
 from looprt.evaluation.iterator import checkpoints_iterator
@@ -154,6 +155,14 @@ def _summary_dir(summary_dir: str | None, checkpoint_dir: str) -> str | None:
     return None if summary_dir is None else os.path.join(checkpoint_dir, os.fspath(summary_dir))
 
 
+def _still_there(path: str) -> bool:
+    """Whether checkpoint ``path`` (local, or at a URL) still has its manifest."""
+    if is_url(path):
+        directory, name = split(path)
+        return bool(Location(directory).listing(name).get(f"{name}/{MANIFEST}") is not None)
+    return os.path.lexists(os.path.join(path, MANIFEST))
+
+
 def _run_pass(
     checkpoint_path: str,
     master: str,
@@ -215,7 +224,12 @@ def evaluate_once(
         ``metrics``, a dict of each metric's result, plus the ``final_ops``
         dict's values.
     """
-    directory = os.path.dirname(os.path.normpath(os.fspath(checkpoint_path)))
+    checkpoint_path = os.fspath(checkpoint_path)
+    directory = (
+        split(checkpoint_path.rstrip("/"))[0]
+        if is_url(checkpoint_path)
+        else (os.path.dirname(os.path.normpath(checkpoint_path)))
+    )
     summaries = _summary_dir(summary_dir, directory)
     scaffold, eval_ops, all_hooks, final_hook, metric_hook = _plan(
         scaffold, eval_ops, final_ops, final_ops_feed_dict, hooks, metrics, summaries
@@ -261,7 +275,7 @@ def evaluations(
         try:
             _run_pass(path, master, scaffold, eval_ops, feed_dict, all_hooks, config)
         except (NotFoundError, DataLossError) as error:
-            if os.path.lexists(os.path.join(path, MANIFEST)):
+            if _still_there(path):
                 raise
             warn(f"skipping checkpoint {path}: it was deleted before it could be restored ({error})")
             continue
@@ -301,9 +315,22 @@ def evaluate_repeatedly(
     """
     last = None
     for _, values in evaluations(
-        checkpoint_dir, master, scaffold, eval_ops, feed_dict, final_ops, final_ops_feed_dict,
-        eval_interval_secs, hooks, config, max_number_of_evaluations, timeout, timeout_fn,
-        metrics=metrics, summary_dir=summary_dir, poll_secs=poll_secs,
+        checkpoint_dir,
+        master,
+        scaffold,
+        eval_ops,
+        feed_dict,
+        final_ops,
+        final_ops_feed_dict,
+        eval_interval_secs,
+        hooks,
+        config,
+        max_number_of_evaluations,
+        timeout,
+        timeout_fn,
+        metrics=metrics,
+        summary_dir=summary_dir,
+        poll_secs=poll_secs,
     ):
         last = values
     return last

@@ -19,6 +19,11 @@ is called (no ``timeout_fn``: the iterator ends). If it returns True the
 iterator looks once more and yields what committed meanwhile (a trainer that
 writes an "I am done" marker after its last save is then never cut short),
 then ends; else it goes on waiting.
+
+``checkpoint_dir`` may be a URL (``s3://bucket/run``): checkpoints are then
+found by their manifests (``looprt.checkpoint.remote``), verified from a
+download that the restore reuses, and ``storage_options`` go to the fsspec
+filesystem (see ``looprt.checkpoint.storage``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from collections.abc import Callable, Iterator
 
 from looprt.checkpoint.format import INDEX, MANIFEST, read_index, verify_checkpoint
 from looprt.checkpoint.latest import resolve_checkpoint, scan, warn
+from looprt.checkpoint.storage import Location, StorageOptions, is_url, split
 
 __all__ = ["CheckpointWatcher", "checkpoints_iterator", "wait_for_new_checkpoint"]
 
@@ -44,27 +50,58 @@ class CheckpointWatcher:
     blocks; ``checkpoints_iterator`` is the blocking loop over it.
     """
 
-    def __init__(self, directory: str, *, latest_only: bool = False) -> None:
+    def __init__(
+        self, directory: str, *, latest_only: bool = False, storage_options: StorageOptions | None = None
+    ) -> None:
         if not isinstance(directory, (str, os.PathLike)):
             raise TypeError(f"checkpoint_dir must be a path, got {type(directory).__name__}")
         self.directory = os.fspath(directory)
         self.latest_only = latest_only
         self.last_step: int | None = None
-        self._damaged: set[tuple[str, float]] = set()  # (name, manifest mtime): warned about
+        self._location = Location(self.directory, storage_options) if is_url(self.directory) else None
+        # (name, manifest mtime, or the remote manifest's bytes): warned about
+        self._damaged: set[tuple[str, object]] = set()
 
     def _candidates(self) -> list[tuple[int, str]]:
         """(step, name) of the checkpoint folders in view newer than ``last_step``, oldest first."""
-        index, _ = read_index(self.directory, INDEX)
+        if self._location is not None:
+            from looprt.checkpoint import remote
+
+            index, _ = remote.read_index(self._location, INDEX)
+            in_view = remote.committed(self._location.listing(), None)
+        else:
+            index, _ = read_index(self.directory, INDEX)
+            in_view = scan(self.directory, None)
         deleting = set() if index is None else set(index.deleting)
         found = [
             (step, name)
-            for step, name in scan(self.directory, None)
+            for step, name in in_view
             if (self.last_step is None or step > self.last_step) and name not in deleting
         ]
         return found[::-1] if self.latest_only else found
 
+    def _poll_remote(self, location: Location) -> str | None:
+        from looprt.checkpoint import remote
+
+        for step, name in self._candidates():
+            manifest, raw, _ = remote.read_manifest(location, name)
+            if manifest is None and not raw:
+                continue  # gone (retention) since the listing: nothing to yield, nothing to warn
+            if (name, raw) in self._damaged:
+                continue
+            problem = remote.verify(location, name)
+            if problem is not None:
+                self._damaged.add((name, raw))
+                warn(f"skipping checkpoint {location.url_of(name)}: {problem}; it will not be evaluated")
+                continue
+            self.last_step = step
+            return location.url_of(name)
+        return None
+
     def poll(self) -> str | None:
         """The next checkpoint to evaluate (its path; now ``last_step``), or None if there is none yet."""
+        if self._location is not None:
+            return self._poll_remote(self._location)
         for step, name in self._candidates():
             path = os.path.join(self.directory, name)
             source = resolve_checkpoint(path)
@@ -94,6 +131,7 @@ def wait_for_new_checkpoint(
     watcher: CheckpointWatcher | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    storage_options: StorageOptions | None = None,
 ) -> str | None:
     """Wait until a checkpoint newer than ``last_checkpoint`` commits; its path, or None after ``timeout``.
 
@@ -102,7 +140,7 @@ def wait_for_new_checkpoint(
     new, not ``last_checkpoint``.
     """
     if watcher is None:
-        watcher = CheckpointWatcher(checkpoint_dir, latest_only=True)
+        watcher = CheckpointWatcher(checkpoint_dir, latest_only=True, storage_options=storage_options)
         if last_checkpoint is not None:
             watcher.last_step = _step_of(last_checkpoint)
     stop_time = None if timeout is None else clock() + timeout
@@ -116,7 +154,7 @@ def wait_for_new_checkpoint(
 
 
 def _step_of(path: str) -> int | None:
-    tail = os.path.basename(os.path.normpath(path)).rpartition("-")[2]
+    tail = split(path.rstrip("/"))[1].rpartition("-")[2]
     return int(tail) if tail.isdigit() else None
 
 
@@ -130,6 +168,7 @@ def checkpoints_iterator(
     poll_secs: float = 1,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    storage_options: StorageOptions | None = None,
 ) -> Iterator[str]:
     """Yield the path of each new committed checkpoint of ``checkpoint_dir``, oldest first.
 
@@ -147,11 +186,13 @@ def checkpoints_iterator(
             behaviour), skipping older ones not yet yielded.
         poll_secs: how often to look for a new checkpoint (TF: 1 second).
         clock, sleep: injectable for tests.
+        storage_options: for a URL ``checkpoint_dir``, the fsspec
+            filesystem's keyword arguments (see ``looprt.checkpoint.storage``).
 
     Yields each checkpoint once, never one being written, and skips (with a
     ``CheckpointWarning``) any that fails verification.
     """
-    watcher = CheckpointWatcher(checkpoint_dir, latest_only=latest_only)
+    watcher = CheckpointWatcher(checkpoint_dir, latest_only=latest_only, storage_options=storage_options)
     while True:
         path = wait_for_new_checkpoint(
             checkpoint_dir, None, poll_secs, timeout, watcher=watcher, clock=clock, sleep=sleep

@@ -23,6 +23,7 @@ from typing import Any
 
 from looprt.checkpoint.format import read_manifest
 from looprt.checkpoint.latest import latest_checkpoint, resolve_checkpoint
+from looprt.checkpoint.storage import Location, is_url, split
 from looprt.errors import FailedPreconditionError
 from looprt.evaluation.evaluate import evaluations
 from looprt.evaluation.hooks import StopAfterNEvalsHook
@@ -37,8 +38,11 @@ def load_evaluation_step(program: str | None, backend: str, seed: int = 0) -> St
     if program is None:
         from looprt import demo
 
-        builders = {"numpy": demo.build_numpy_program, "torch": demo.build_torch_program,
-                    "jax": demo.build_jax_program}
+        builders = {
+            "numpy": demo.build_numpy_program,
+            "torch": demo.build_torch_program,
+            "jax": demo.build_jax_program,
+        }
         if backend not in builders:
             raise ValueError(f"the demo runs on {', '.join(builders)}, not {backend!r}")
         built: Any = builders[backend](seed)
@@ -77,8 +81,14 @@ def run_sidecar(
     _check_backend(directory, step.program.backend.name)
     count = 0
     for path, values in evaluations(
-        directory, scaffold=step, metrics=metrics, hooks=hooks, eval_interval_secs=interval,
-        timeout=timeout, summary_dir=summary_dir, poll_secs=poll_secs,
+        directory,
+        scaffold=step,
+        metrics=metrics,
+        hooks=hooks,
+        eval_interval_secs=interval,
+        timeout=timeout,
+        summary_dir=summary_dir,
+        poll_secs=poll_secs,
     ):
         count += 1
         checkpoint_step = int(path.rpartition("-")[2])
@@ -94,7 +104,13 @@ def _check_backend(directory: str, backend: str) -> None:
     path = latest_checkpoint(directory, start_fresh_if_damaged=True)
     if path is None:
         return
-    manifest, _ = read_manifest(resolve_checkpoint(path))
+    if is_url(path):
+        from looprt.checkpoint import remote
+
+        folder, name = split(path)
+        manifest, _, _ = remote.read_manifest(Location(folder), name)
+    else:
+        manifest, _ = read_manifest(resolve_checkpoint(path))
     written_by = (manifest or {}).get("backend")
     if written_by and written_by != backend:
         raise FailedPreconditionError(

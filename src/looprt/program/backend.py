@@ -161,11 +161,14 @@ class ProgramBackend:
         """The looprt error a framework error means, or None to raise it as it is."""
         return None
 
-    def default_saver(self, program: Program) -> Any:
-        """The saver a ``Scaffold`` without one uses: a ``looprt.checkpoint.Saver``."""
+    def default_saver(self, program: Program, *, storage_options: Mapping[str, Any] | None = None) -> Any:
+        """The saver a ``Scaffold`` without one uses: a ``looprt.checkpoint.Saver``.
+
+        ``storage_options``: for checkpoints at URLs (see ``looprt.checkpoint.storage``).
+        """
         from looprt.checkpoint import Saver
 
-        return Saver(program)
+        return Saver(program, storage_options=storage_options)
 
     def save_payload(self, state: Mapping[str, Any], directory: str) -> list[str]:
         """Write ``state`` (from ``state_dict``) as files in ``directory``; return their names.

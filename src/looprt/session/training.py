@@ -59,6 +59,18 @@ def _job_defaults(scaffold: Any) -> Mapping[str, Any]:
     return dict(defaults()) if defaults is not None else {}
 
 
+def _with_storage_options(parts: TrainingSessionParts, scaffold: Any, options: Mapping[str, Any]) -> Any:
+    """``scaffold``, or a copy of it whose default saver writes with ``options``."""
+    if scaffold.saver is not None:
+        return scaffold
+    try:
+        program = scaffold.program
+    except ValueError:  # no program given and no default program: the creator will say so
+        return scaffold
+    saver = program.backend.default_saver(program, storage_options=options)
+    return parts.scaffold(saver=saver, copy_from_scaffold=scaffold)
+
+
 def MonitoredTrainingSession(
     master: str = "",
     is_chief: bool | None = None,
@@ -79,6 +91,7 @@ def MonitoredTrainingSession(
     *,
     max_recoveries: int | None = None,
     recovery_backoff_secs: float = 0.0,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> MonitoredSession:
     """A ``MonitoredSession`` for training, with checkpoints, summaries and step counts.
 
@@ -86,6 +99,14 @@ def MonitoredTrainingSession(
     seconds; giving either period of a pair turns the other off, as in TF.
     ``max_recoveries`` and ``recovery_backoff_secs`` are looprt extensions
     (see ``MonitoredSession``).
+
+    ``checkpoint_dir`` and ``summary_dir`` may be URLs (``s3://bucket/run``;
+    see ``looprt.checkpoint.storage``). ``storage_options`` (a looprt
+    extension: the fsspec filesystem's keyword arguments, such as
+    ``{"client_kwargs": {"endpoint_url": ...}}`` for s3fs) go to the saver
+    made for a scaffold without one (which also restores), and to the
+    summary writers of ``summary_dir``; a saver given in the scaffold keeps
+    its own.
 
     The program's backend may know this process's part in a distributed job
     (``training_session_defaults``; the torch backend under ``torchrun``):
@@ -115,6 +136,7 @@ def MonitoredTrainingSession(
         max_recoveries=max_recoveries,
         recovery_backoff_secs=recovery_backoff_secs,
         job=_job_defaults(scaffold),
+        storage_options=storage_options,
     )
 
 
@@ -170,13 +192,15 @@ def training_session(
     max_recoveries: int | None = None,
     recovery_backoff_secs: float = 0.0,
     job: Mapping[str, Any] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Any:
     """``MonitoredTrainingSession`` built from ``parts``: TF's defaults and default hooks.
 
     ``job`` is what a backend says of this process's part in a distributed
     job (``training_session_defaults``): its ``"is_chief"`` answers
     ``is_chief=None`` (True without it), its ``"hooks"`` go after ``hooks`` and
-    its ``"chief_only_hooks"`` before ``chief_only_hooks``.
+    its ``"chief_only_hooks"`` before ``chief_only_hooks``. ``storage_options``:
+    see ``MonitoredTrainingSession``.
     """
     job = job or {}
     if is_chief is None:
@@ -198,6 +222,8 @@ def training_session(
         if period is not None and not isinstance(period, numbers.Real):
             raise ValueError(f"{period_name} must be a number or None, got {period!r}")
     scaffold = scaffold or parts.scaffold()
+    if storage_options is not None:
+        scaffold = _with_storage_options(parts, scaffold, storage_options)
 
     def monitored(creator: Any, all_hooks: list[Any]) -> Any:
         return parts.monitored_session(
@@ -219,6 +245,11 @@ def training_session(
         scaffold=scaffold, checkpoint_dir=checkpoint_dir, master=master, config=config
     )
     summary_dir = summary_dir or checkpoint_dir
+    if summary_dir and storage_options is not None and "://" in summary_dir:
+        from looprt.summary import SummaryWriterCache
+
+        # The hooks find the writer of summary_dir in the cache; it remembers the options.
+        SummaryWriterCache.get(summary_dir, storage_options)
     if summary_dir:
         if _positive(log_step_count_steps):
             all_hooks.append(

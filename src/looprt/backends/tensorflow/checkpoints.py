@@ -43,6 +43,8 @@ import tensorflow as tf
 
 from looprt.checkpoint import MANIFEST, CheckpointManager, ManagerCache, verify_checkpoint
 from looprt.checkpoint import latest_checkpoint as looprt_latest_checkpoint
+from looprt.checkpoint.storage import is_url, scheme
+from looprt.errors import UnimplementedError
 
 __all__ = ["TF_STATE_FILE", "ManagedSaver", "step_of", "tf_prefix"]
 
@@ -102,6 +104,34 @@ def _files_under(folder: str) -> list[str]:
     return sorted(names)
 
 
+def require_tf_filesystem(path: Any) -> None:
+    """Nothing if ``path`` is local or TF's file layer has its URL scheme; else a clear error.
+
+    TF-format checkpoints at a URL are only useful where TF itself reads that
+    URL (``tf.train.latest_checkpoint``, ``tf.train.load_checkpoint``); TF 2.x
+    wheels have ``gs://`` built in but no longer ``s3://`` (that moved to the
+    ``tensorflow-io`` package). Never falls back to a local folder named after the URL.
+
+    Raises:
+        UnimplementedError: TF has no file system for the scheme of ``path``.
+    """
+    if not is_url(path):
+        return
+    try:
+        tf.io.gfile.exists(os.fspath(path))
+    except tf.errors.UnimplementedError as e:
+        proto = scheme(os.fspath(path))
+        raise UnimplementedError(
+            f"cannot use {path!r} as a TF checkpoint directory: this TensorFlow ({tf.__version__}) has "
+            f"no file system for {proto}:// ({e.message}). TF-format checkpoints there would be "
+            f"unreadable by tf.train.latest_checkpoint. Install the package that registers it "
+            f"(tensorflow-io for s3://), or save with looprt.checkpoint.Saver(..., storage_options=...) "
+            "or to a local directory"
+        ) from e
+    except tf.errors.OpError:
+        return  # the scheme is known to TF; reaching the store is the save's business
+
+
 class _NothingToSave(Exception):
     """TF wrote nothing (an empty saver): abandon the checkpoint."""
 
@@ -123,6 +153,7 @@ class ManagedSaver:
 
     def manager(self, save_path: str) -> CheckpointManager:
         """The manager of the directory and basename of ``save_path`` ("<dir>/<basename>")."""
+        require_tf_filesystem(save_path)
         return self._managers.get(save_path)
 
     def save_with(
@@ -174,6 +205,7 @@ class ManagedSaver:
 
     def latest_checkpoint(self, checkpoint_dir: str, latest_filename: str | None = None) -> str | None:
         """The newest valid looprt checkpoint in ``checkpoint_dir``, else a plain TF one, else None."""
+        require_tf_filesystem(checkpoint_dir)
         path = looprt_latest_checkpoint(checkpoint_dir)
         if path is not None:
             return path

@@ -52,6 +52,7 @@ import tensorflow as tf
 from looprt.backends.protocol import Session
 from looprt.backends.tensorflow.errors import require_eager_mode, translate_error
 from looprt.backends.tensorflow.object_saver import ObjectSaver
+from looprt.errors import UnimplementedError
 from looprt.program.backend import ProgramBackend
 
 if TYPE_CHECKING:
@@ -169,8 +170,19 @@ class TensorFlowBackend(ProgramBackend):
     def translate_error(self, error: BaseException) -> BaseException | None:
         return translate_error(error)
 
-    def default_saver(self, program: Program) -> Any:
-        """A ``tf.train.Checkpoint`` saver of the program's live objects (``ObjectSaver``)."""
+    def default_saver(self, program: Program, *, storage_options: Mapping[str, Any] | None = None) -> Any:
+        """A ``tf.train.Checkpoint`` saver of the program's live objects (``ObjectSaver``).
+
+        Raises:
+            UnimplementedError: ``storage_options`` given: ``tf.train.Checkpoint``
+                writes through TF's own file layer, which takes no fsspec options.
+        """
+        if storage_options is not None:
+            raise UnimplementedError(
+                "storage_options are not supported by the TF eager backend's saver: "
+                "tf.train.Checkpoint writes through TF's file layer, not fsspec; "
+                "give a looprt.checkpoint.Saver in the scaffold, or leave storage_options out"
+            )
         return ObjectSaver(program)
 
     def save_payload(self, state: Mapping[str, Any], directory: str) -> list[str]:

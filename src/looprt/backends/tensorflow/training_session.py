@@ -12,8 +12,10 @@ and TF-format checkpoints kept by looprt's manager.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
+from looprt.backends.tensorflow.checkpoints import require_tf_filesystem
 from looprt.backends.tensorflow.hooks import CheckpointSaverHook, StepCounterHook, SummarySaverHook
 from looprt.backends.tensorflow.monitored_session import MonitoredSession
 from looprt.backends.tensorflow.scaffold import Scaffold
@@ -38,6 +40,15 @@ def MonitoredTrainingSession(*args: Any, **kwargs: Any) -> MonitoredSession:
 
     TF's arguments and defaults (see ``looprt.MonitoredTrainingSession``):
     summaries every 100 steps and checkpoints every 600 seconds by default;
-    giving either period of a pair turns the other off, as in TF.
+    giving either period of a pair turns the other off, as in TF. A
+    ``checkpoint_dir`` or ``summary_dir`` URL that TF's file system cannot
+    reach raises ``UnimplementedError`` before anything is made.
     """
+    arguments = _SIGNATURE.bind(_PARTS, *args, **kwargs).arguments
+    for directory in (arguments.get("checkpoint_dir"), arguments.get("summary_dir")):
+        if directory is not None:
+            require_tf_filesystem(directory)
     return training_session(_PARTS, *args, **kwargs)  # type: ignore[no-any-return]
+
+
+_SIGNATURE = inspect.signature(training_session)
