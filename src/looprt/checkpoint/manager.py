@@ -357,6 +357,7 @@ class CheckpointManager:
                 ) from e
             if on_commit is not None:
                 on_commit()
+            remote_commit.remove_replaced_attempts(loc, name)  # a save of a step saved before
             for doomed_name in doomed:
                 remote_commit.delete_checkpoint(loc, doomed_name)
             boundary("save.end", name)

@@ -166,15 +166,27 @@ def clean_stale(loc: Location, saving: str) -> None:
                 logger.info("Removing %s, left by an interrupted upload", loc.url_of(name))
                 _quietly(loc.remove, objects)
             continue
-        attempts = {p.split("/")[1] for p in objects if p.count("/") >= 2}
-        if len(attempts) > 1:
-            manifest, _, _ = read_manifest(loc, name)
-            if manifest is None:
-                continue  # damaged: never touched
-            keep = set(payload_objects(manifest, name).values())
-            stale = [p for p in objects if p.count("/") >= 2 and p not in keep]
-            boundary("stale.remove", name)
-            _quietly(loc.remove, stale)
+        remove_replaced_attempts(loc, name, objects)
+
+
+def remove_replaced_attempts(loc: Location, name: str, objects: list[str] | None = None) -> None:
+    """Delete the uploads of ``name`` its manifest does not name: attempts a later save replaced.
+
+    ``objects``: the paths under ``name/``, if already listed. A checkpoint
+    whose manifest cannot be read is damaged and never touched.
+    """
+    if objects is None:
+        objects = [p for p in loc.listing() if p.startswith(name + "/")]
+    attempts = {p.split("/")[1] for p in objects if p.count("/") >= 2}
+    if len(attempts) <= 1:
+        return
+    manifest, _, _ = read_manifest(loc, name)
+    if manifest is None:
+        return
+    keep = set(payload_objects(manifest, name).values())
+    stale = [p for p in objects if p.count("/") >= 2 and p not in keep]
+    boundary("stale.remove", name)
+    _quietly(loc.remove, stale)
 
 
 def recover(
