@@ -188,6 +188,24 @@ def write_checkpoint(
     return when
 
 
+def reported_file(tmp: str, reported: str) -> tuple[str, str]:
+    """``(relative name, path)`` of a file a writer reported in ``tmp``; errors name a bad report."""
+    rel = safe_relative(reported)
+    if rel is None:
+        raise ValueError(
+            f"the checkpoint writer reported {reported!r}, which is not a file name inside its folder"
+        )
+    path = os.path.join(tmp, *rel.split("/"))
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"the checkpoint writer reported {reported!r} but did not write it")
+    return rel, path
+
+
+def file_record(path: str) -> dict[str, Any]:
+    """A payload file's manifest entry: its size and checksum."""
+    return {"size": os.path.getsize(path), WRITE_CHECKSUM: CHECKSUMS[WRITE_CHECKSUM](path)}
+
+
 def _write_payload(state: Mapping[str, Any], tmp: str, writer: Writer, name: str) -> dict[str, Any]:
     boundary("payload.write.before", name)
     names = list(writer(state, tmp))
@@ -197,18 +215,11 @@ def _write_payload(state: Mapping[str, Any], tmp: str, writer: Writer, name: str
     files: dict[str, Any] = {}
     folders = set()
     for reported in names:
-        rel = safe_relative(reported)
-        if rel is None:
-            raise ValueError(
-                f"the checkpoint writer reported {reported!r}, which is not a file name inside its folder"
-            )
-        path = os.path.join(tmp, *rel.split("/"))
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"the checkpoint writer reported {reported!r} but did not write it")
+        rel, path = reported_file(tmp, reported)
         boundary("payload.fsync.before", rel)
         fsync_file(path)
         boundary("payload.fsync.after", rel)
-        files[rel] = {"size": os.path.getsize(path), WRITE_CHECKSUM: CHECKSUMS[WRITE_CHECKSUM](path)}
+        files[rel] = file_record(path)
         folders.add(posixpath.dirname(rel))
     for folder in sorted(folders - {""}, reverse=True):
         fsync_dir(os.path.join(tmp, *folder.split("/")))

@@ -28,20 +28,17 @@ import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from looprt.checkpoint.commit import SaveProgress, Writer
+from looprt.checkpoint.commit import SaveProgress, Writer, file_record, reported_file
 from looprt.checkpoint.damage import known_damaged, warn
 from looprt.checkpoint.faults import boundary
 from looprt.checkpoint.format import (
-    CHECKSUMS,
     FORMAT_VERSION,
     MANIFEST,
-    WRITE_CHECKSUM,
     Record,
     json_with_checksum,
-    safe_relative,
 )
 from looprt.checkpoint.remote import ATTEMPT, committed, payload_objects, read_index, read_manifest
-from looprt.checkpoint.retention import Retained
+from looprt.checkpoint.retention import Retained, index_data
 from looprt.checkpoint.storage import Location
 
 logger = logging.getLogger(__name__)
@@ -97,33 +94,15 @@ def _describe(tmp: str, names: list[str], writer: Writer) -> dict[str, Any]:
         raise ValueError(f"the checkpoint writer {writer!r} reported no files")
     files: dict[str, Any] = {}
     for reported in names:
-        rel = safe_relative(reported)
-        if rel is None:
-            raise ValueError(
-                f"the checkpoint writer reported {reported!r}, which is not a file name inside its folder"
-            )
-        path = os.path.join(tmp, *rel.split("/"))
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"the checkpoint writer reported {reported!r} but did not write it")
-        files[rel] = {"size": os.path.getsize(path), WRITE_CHECKSUM: CHECKSUMS[WRITE_CHECKSUM](path)}
+        rel, path = reported_file(tmp, reported)
+        files[rel] = file_record(path)
     return files
 
 
 def write_index(loc: Location, index_name: str, retained: Retained, progress: SaveProgress) -> None:
     """Replace the index at ``loc`` in one request; sets ``progress.indexed`` once it is written."""
     latest = retained.latest or ""
-
-    def records(items: list[Record]) -> list[dict[str, Any]]:
-        return [{"path": r.name, "step": r.step, "time": r.time} for r in items]
-
-    data = {
-        "format_version": FORMAT_VERSION,
-        "latest": retained.latest,
-        "checkpoints": records(retained.kept),
-        "preserved": records(retained.preserved),
-        "next_keep_time": retained.next_keep_time,
-        "deleting": retained.deleting,
-    }
+    data = index_data(retained)
     boundary("index.write.before", latest)
     loc.write(index_name, json_with_checksum(data))
     progress.indexed = True

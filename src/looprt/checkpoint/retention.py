@@ -124,14 +124,13 @@ def rotate(
     return Retained(new.name, kept, preserved, next_keep_time, doomed)
 
 
-def write_index(directory: str, index_filename: str, retained: Retained, progress: SaveProgress) -> None:
-    """Atomically replace the index of ``directory``; sets ``progress.indexed`` once it is replaced."""
-    latest = retained.latest or ""
+def index_data(retained: Retained) -> dict[str, Any]:
+    """The index's content for ``retained``, local or remote alike."""
 
     def records(items: list[Record]) -> list[dict[str, Any]]:
         return [{"path": r.name, "step": r.step, "time": r.time} for r in items]
 
-    data = {
+    return {
         "format_version": FORMAT_VERSION,
         "latest": retained.latest,
         "checkpoints": records(retained.kept),
@@ -139,6 +138,12 @@ def write_index(directory: str, index_filename: str, retained: Retained, progres
         "next_keep_time": retained.next_keep_time,
         "deleting": retained.deleting,
     }
+
+
+def write_index(directory: str, index_filename: str, retained: Retained, progress: SaveProgress) -> None:
+    """Atomically replace the index of ``directory``; sets ``progress.indexed`` once it is replaced."""
+    latest = retained.latest or ""
+    data = index_data(retained)
     boundary("index.write.before", latest)
     tmp = reserve_tmp(directory, "index", index_filename, folder=False)
     try:

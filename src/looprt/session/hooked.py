@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from looprt.errors import FeedConflictError, HookRequestError, StopRequestedError
-from looprt.hooks.dispatch import calls
+from looprt.hooks.dispatch import calls, overrides
 from looprt.hooks.session_run_hook import SessionRunArgs, SessionRunContext, SessionRunValues
 from looprt.session.run_options import RunMetadata, RunOptions, merge_run_options
 from looprt.session.wrapped import WrappedSession
@@ -79,19 +79,16 @@ class HookedSession(WrappedSession):
     ) -> None:
         super().__init__(sess)
         hooks = list(hooks)
-        positions = {id(hook): [] for hook in hooks}  # type: dict[int, list[int]]
-        for position, hook in enumerate(hooks):
-            positions[id(hook)].append(position)
-        before = calls(hooks, "before_run")
-        after = calls(hooks, "after_run")
+        before = _positioned(hooks, "before_run")
+        after = _positioned(hooks, "after_run")
         # Plain lists of bound methods keep the per-run loops short; each hook's position
         # (its key in a merged request), in a parallel list, is read only on a run where a
         # hook asks for something.
-        self._before_run_methods = [method for _, method in before]
-        self._after_run_methods = [method for _, method in after]
-        self._before_run_keys = _keys(before, positions)
-        self._after_run_keys = _keys(after, positions)
-        self._before_run_hooks = [hook for hook, _ in before]
+        self._before_run_methods = [method for _, _, method in before]
+        self._after_run_methods = [method for _, _, method in after]
+        self._before_run_keys = [position for position, _, _ in before]
+        self._after_run_keys = [position for position, _, _ in after]
+        self._before_run_hooks = [hook for _, hook, _ in before]
         self._after_epoch_methods = [method for _, method in calls(hooks, "after_epoch")]
         self._epoch_ends: Callable[[], Any] = getattr(sess, "epoch_ends", _no_ends)
         if self._after_epoch_methods:
@@ -228,15 +225,13 @@ class HookedSession(WrappedSession):
         return result
 
 
-def _keys(methods: list[tuple[Any, Any]], positions: dict[int, list[int]]) -> list[int]:
-    """Each method's hook position; a hook listed twice takes its positions in order."""
-    taken: dict[int, int] = {}
-    keys = []
-    for hook, _ in methods:
-        seen = taken.get(id(hook), 0)
-        keys.append(positions[id(hook)][seen])
-        taken[id(hook)] = seen + 1
-    return keys
+def _positioned(hooks: list[Any], name: str) -> list[tuple[int, Any, Any]]:
+    """``(position, hook, bound method)`` for each hook whose ``name`` method does something."""
+    return [
+        (position, hook, getattr(hook, name))
+        for position, hook in enumerate(hooks)
+        if overrides(hook, name)
+    ]
 
 
 class _Requests:
