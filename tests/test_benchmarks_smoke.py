@@ -282,5 +282,28 @@ def test_storage_quick_run(tmp_path: Path) -> None:
     assert (report["mib"], report["repeats"]) == (4, 2)
     assert set(report["ratios"]) == {"local save", "local restore", "s3 save", "s3 restore"}
     assert report["async"]["steps measured"] > 0
+    assert report["async"]["step during hand upload us"] > 0
     assert "target looprt <= 1.3x by hand:" in result.stdout
     assert "target step time during an upload <= 1.05x:" in result.stdout
+
+
+# --- bench_versions --------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not HAS_TORCH or not (ROOT / ".git").exists(), reason="needs torch and a git checkout")
+def test_versions_quick_run(tmp_path: Path) -> None:
+    result = _run("bench_versions.py", "HEAD", "--rounds", "5", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split(" overhead")[0].strip() for line in result.stdout.splitlines() if " overhead " in line]
+    assert rows == [
+        "bare, again (A/A control)",
+        "MonitoredTrainingSession, this checkout",
+        "MonitoredTrainingSession, HEAD",
+    ]
+
+
+@pytest.mark.skipif(not HAS_TORCH or not (ROOT / ".git").exists(), reason="needs torch and a git checkout")
+def test_versions_unknown_revision(tmp_path: Path) -> None:
+    result = _run("bench_versions.py", "no-such-revision", "--rounds", "5", tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert "no-such-revision" in result.stderr
