@@ -18,6 +18,9 @@ What it does for the runtime:
   each iterable input's position, so a resumed run pulls the batch the
   uninterrupted one would have.
 * profiling: ``ProfilerHook`` writes ``jax.profiler`` traces (see ``profiler``).
+* distributed: in a ``jax.distributed`` job the chief (process 0) broadcasts
+  the state it initialized or restored, workers wait for it, and every
+  process stops at the same step (see ``distributed``).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from looprt.backends.jax import checkpoint, trees
+from looprt.backends.jax import checkpoint, distributed, trees
 from looprt.backends.jax.errors import translate
 from looprt.backends.jax.profiler import JaxProfiler
 from looprt.program.backend import ProgramBackend
@@ -37,6 +40,7 @@ from looprt.program.backend import ProgramBackend
 if TYPE_CHECKING:
     from looprt.program.handles import State
     from looprt.program.program import Program
+    from looprt.session.scaffold import Scaffold
 
 __all__ = ["INPUTS_KEY", "JaxBackend"]
 
@@ -164,6 +168,35 @@ class JaxBackend(ProgramBackend):
         if INPUTS_KEY in extras:
             values[INPUTS_KEY] = extras[INPUTS_KEY]
         return values
+
+    # -- chief and workers ---------------------------------------------------------
+
+    def session_manager(self, scaffold: Scaffold) -> Any:
+        """The default manager, once every process has checked its state is its own.
+
+        In a ``jax.distributed`` job, state spanning processes is refused
+        here, by every process, before a restore or the broadcast could
+        deadlock (see ``distributed.check_process_local``).
+        """
+        distributed.check_process_local(scaffold.program)
+        return super().session_manager(scaffold)
+
+    def mark_ready(self, program: Program) -> None:
+        """Tell waiting workers the state is ready; in a distributed job, broadcast it."""
+        super().mark_ready(program)
+        if distributed.is_distributed():
+            distributed.send_state(self.state_dict(program), program.name)
+
+    def training_session_defaults(self) -> dict[str, Any]:
+        """In a ``jax.distributed`` job: process 0 is the chief, and processes stop together."""
+        return distributed.job_defaults()
+
+    def wait_until_ready(self, program: Program, timeout: float | None) -> None:
+        """Wait for the chief; in a distributed job, receive its state and load it."""
+        if not distributed.is_distributed():
+            super().wait_until_ready(program, timeout)
+            return
+        self.load_state_dict(program, distributed.receive_state(timeout, program.name))
 
 
 def _resume_input(handle: Any, position: int) -> None:
