@@ -24,6 +24,15 @@ updated too (after looprt's index, which stays the authority), so
 has no looprt checkpoint, so a job moved onto looprt resumes from what TF
 wrote.
 
+At a URL whose scheme TF's file layer serves (``gs://``, ``ram://``, a
+plug-in's) checkpoints are uploaded as at any URL (``looprt.checkpoint.remote``:
+payload under ``<name>/<attempt>/``, the manifest last), through fsspec, or
+through ``tf.io.gfile`` where no fsspec implementation has the scheme
+(``gfile_fs``). TF's ``checkpoint`` state file at the URL then names the
+prefixes ``<name>/<attempt>/<name>``, so ``tf.train.latest_checkpoint(url)``
+and ``tf.train.load_checkpoint`` read them; a restore downloads and verifies
+the checkpoint into a temporary folder and TF reads it there.
+
 ``ManagedSaver`` is what both TF savers share: ``GraphSaver`` (graph mode,
 ``graph_saver.py``) wraps a ``tf.compat.v1.train.Saver``; ``ObjectSaver``
 (eager mode, ``object_saver.py``) writes a ``tf.train.Checkpoint`` of a looprt
@@ -32,10 +41,12 @@ program's live objects.
 
 from __future__ import annotations
 
+import errno
 import logging
 import operator
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -43,7 +54,8 @@ import tensorflow as tf
 
 from looprt.checkpoint import MANIFEST, CheckpointManager, ManagerCache, verify_checkpoint
 from looprt.checkpoint import latest_checkpoint as looprt_latest_checkpoint
-from looprt.checkpoint.storage import is_url, scheme
+from looprt.checkpoint.remote import open_verified, payload_objects, read_manifest
+from looprt.checkpoint.storage import Location, is_url, scheme, split
 from looprt.errors import UnimplementedError
 
 __all__ = ["TF_STATE_FILE", "ManagedSaver", "step_of", "tf_prefix"]
@@ -111,6 +123,9 @@ def require_tf_filesystem(path: Any) -> None:
     URL (``tf.train.latest_checkpoint``, ``tf.train.load_checkpoint``); TF 2.x
     wheels have ``gs://`` built in but no longer ``s3://`` (that moved to the
     ``tensorflow-io`` package). Never falls back to a local folder named after the URL.
+    A scheme TF serves and no fsspec implementation does (``ram://``, ``gs://``
+    without ``gcsfs``) is registered in fsspec over ``tf.io.gfile`` (``gfile_fs``),
+    so that looprt's own writes reach it; one fsspec serves is left to fsspec.
 
     Raises:
         UnimplementedError: TF has no file system for the scheme of ``path``.
@@ -129,7 +144,22 @@ def require_tf_filesystem(path: Any) -> None:
             "or to a local directory"
         ) from e
     except tf.errors.OpError:
-        return  # the scheme is known to TF; reaching the store is the save's business
+        pass  # the scheme is known to TF; reaching the store is the save's business
+    _serve_in_fsspec(scheme(os.fspath(path)))
+
+
+def _serve_in_fsspec(proto: str) -> None:
+    """Have fsspec (looprt's way to URLs) serve ``proto`` with TF's file layer if nothing else does."""
+    try:
+        import fsspec
+    except ImportError:
+        return  # looprt's storage layer says what to install
+    try:
+        fsspec.get_filesystem_class(proto)
+    except (ImportError, ValueError):
+        from looprt.backends.tensorflow.gfile_fs import register
+
+        register(proto)
 
 
 class _NothingToSave(Exception):
@@ -150,6 +180,7 @@ class ManagedSaver:
     ):
         self._managers = ManagerCache(max_to_keep, keep_checkpoint_every_n_hours, clock)
         self._last_manager: CheckpointManager | None = None
+        self._url_prefixes: dict[str, str] = {}  # checkpoint URL -> URL of its TF prefix
 
     def manager(self, save_path: str) -> CheckpointManager:
         """The manager of the directory and basename of ``save_path`` ("<dir>/<basename>")."""
@@ -181,10 +212,79 @@ class ManagedSaver:
         except _NothingToSave:
             return None
         self._last_manager = manager
-        if write_state:
+        if write_state and is_url(manager.directory):
+            self._write_tf_state_at_url(manager, path)
+        elif write_state:
             kept = [_relative_prefix(p) for p in manager.last_checkpoints]
             _write_tf_state(manager.directory, _relative_prefix(path), kept or [_relative_prefix(path)])
         return path
+
+    def _write_tf_state_at_url(self, manager: CheckpointManager, path: str) -> None:
+        """TF's ``checkpoint`` state file at the URL, naming the kept checkpoints' TF prefixes.
+
+        Written whole in one request, after looprt's index (the authority).
+        The prefixes are ``<name>/<attempt>/<name>``, the attempt read from
+        each manifest; remembered for the checkpoints kept, but read afresh
+        for the one just saved (a save of a step saved before is a new attempt).
+        """
+        loc = Location(manager.directory, manager.storage_options)
+        latest = split(path)[1]
+        names = [n for n in (split(p)[1] for p in manager.last_checkpoints) if n != latest] + [latest]
+        known: dict[str, str] = {}
+        for name in names:
+            url = loc.url_of(name)
+            prefix = self._url_prefixes.get(url) if name != latest else None
+            if prefix is None:
+                prefix = _remote_prefix(loc, name)
+            if prefix is not None:
+                known[url] = prefix
+        others = {u: p for u, p in self._url_prefixes.items() if split(u)[0] != loc.url}
+        self._url_prefixes = others | known
+        if loc.url_of(latest) not in known:
+            raise OSError(
+                errno.EIO,
+                f"checkpoint {path} was saved, but its manifest cannot be read back to name it in "
+                f"TF's {TF_STATE_FILE!r} state file",
+            )
+        prefixes = [known[loc.url_of(n)] for n in names if loc.url_of(n) in known]
+        proto = tf.compat.v1.train.generate_checkpoint_state_proto(
+            loc.url, prefixes[-1], all_model_checkpoint_paths=prefixes
+        )  # URLs under loc.url: TF writes them relative to it, as its own Saver does
+        loc.write(TF_STATE_FILE, str(proto).encode("utf-8"))
+
+    @staticmethod
+    def readable_prefix(save_path: str) -> tuple[str, str | None]:
+        """(TF prefix to read for ``save_path``, temporary folder to delete once read, or None).
+
+        A local path is ``verified_prefix``'s. A looprt checkpoint at a URL is
+        downloaded into a temporary folder and verified there (the download
+        the search for the latest checkpoint verified is reused); a URL with
+        no looprt checkpoint is a plain TF prefix, for TF's readers to judge.
+
+        Raises:
+            tf.errors.DataLossError: the checkpoint at ``save_path`` fails verification.
+        """
+        save_path = os.fspath(save_path)
+        if not is_url(save_path):
+            return ManagedSaver.verified_prefix(save_path), None
+        require_tf_filesystem(save_path)
+        directory, name = split(save_path)
+        loc = Location(directory)
+        manifest, _, _ = read_manifest(loc, name)
+        if manifest is None and not loc.listing(name):
+            return save_path, None  # a plain TF prefix (TF's readers judge it)
+        try:
+            folder, tmp, problem = open_verified(save_path, None)
+        except OSError as e:
+            raise tf.errors.DataLossError(
+                None, None, f"checkpoint {save_path!r} cannot be downloaded: {e}"
+            ) from e
+        if problem is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise tf.errors.DataLossError(
+                None, None, f"checkpoint {save_path!r} cannot be restored: {problem}"
+            )
+        return tf_prefix(folder), tmp
 
     @staticmethod
     def verified_prefix(save_path: str) -> str:
@@ -212,12 +312,34 @@ class ManagedSaver:
         tf_path: str | None = tf.train.latest_checkpoint(checkpoint_dir, latest_filename)
         if tf_path is None or os.path.exists(os.path.join(os.path.dirname(tf_path), MANIFEST)):
             return None  # nothing, or a mirror entry pointing into a damaged looprt checkpoint
+        if is_url(checkpoint_dir) and _in_checkpoint_folder(checkpoint_dir, tf_path):
+            return None  # a mirror entry pointing into a looprt checkpoint that does not verify
         return tf_path
 
     @property
     def last_checkpoints(self) -> list[str]:
         """Checkpoints kept in rotation by the last save, oldest first."""
         return [] if self._last_manager is None else self._last_manager.last_checkpoints
+
+
+def _remote_prefix(loc: Location, name: str) -> str | None:
+    """The URL of the TF prefix of checkpoint ``name`` at ``loc`` (``<name>/<attempt>/<name>``)."""
+    manifest, _, problem = read_manifest(loc, name)
+    if manifest is None or problem is not None:
+        return None
+    for rel, obj in payload_objects(manifest, name).items():
+        if rel == f"{name}.index":
+            return loc.url_of(obj[: -len(".index")])
+    return None
+
+
+def _in_checkpoint_folder(directory: str, tf_path: str) -> bool:
+    """Whether TF prefix ``tf_path`` is in a checkpoint folder (``<name>/.../<name>``) under ``directory``."""
+    base = directory.rstrip("/") + "/"
+    if not tf_path.startswith(base):
+        return False
+    parts = tf_path[len(base) :].split("/")
+    return len(parts) >= 2 and parts[0] == parts[-1]
 
 
 def step_of(sess: Any, global_step: Any) -> int:

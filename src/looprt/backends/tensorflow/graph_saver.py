@@ -6,6 +6,7 @@ checkpoint folders, and what TF's readers see.
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 import weakref
@@ -124,10 +125,18 @@ class GraphSaver(ManagedSaver):
         return self.save_with(save_path, step, write, write_state)
 
     def restore(self, sess: Any, save_path: str | None) -> None:
-        """Restore a checkpoint folder (verified first) or a plain TF prefix, as TF's ``Saver.restore``."""
+        """Restore a checkpoint folder (verified first) or a plain TF prefix, as TF's ``Saver.restore``.
+
+        A checkpoint at a URL is downloaded and verified first; TF reads the download.
+        """
         if save_path is None:
             raise ValueError("Can't load save_path when it is None.")
-        self._saver.restore(sess, self.verified_prefix(save_path))
+        prefix, download = self.readable_prefix(save_path)
+        try:
+            self._saver.restore(sess, prefix)
+        finally:
+            if download is not None:  # a checkpoint at a URL, read from its verified download
+                shutil.rmtree(download, ignore_errors=True)
 
     def recover_last_checkpoints(self, checkpoint_paths: Any) -> None:
         """Nothing to do: the manager reads its checkpoints back from the index."""

@@ -107,10 +107,18 @@ class ObjectSaver(ManagedSaver):
     def __repr__(self) -> str:
         return f"<ObjectSaver of {self._program!r}>"
 
-    def _pin_for_reading(self, save_path: str, prefix: str) -> str:
-        """Read a looprt folder through a pinned copy (see ``_pin``), kept until the next restore."""
+    def _pin_for_reading(self, save_path: str) -> str:
+        """Read a looprt folder through a pinned copy (see ``_pin``), kept until the next restore.
+
+        A checkpoint at a URL is read from its verified download, a private copy already.
+        """
+        prefix, download = self.readable_prefix(save_path)
         if self._pinned is not None:
             self._pinned()
+            self._pinned = None
+        if download is not None:
+            self._pinned = weakref.finalize(self, shutil.rmtree, download, True)
+            return prefix
         if not os.path.isdir(save_path):
             return prefix
         pinned = _pin(save_path)
@@ -171,7 +179,7 @@ class ObjectSaver(ManagedSaver):
 
         if save_path is None:
             raise ValueError("Can't load save_path when it is None.")
-        prefix = self._pin_for_reading(save_path, self.verified_prefix(save_path))
+        prefix = self._pin_for_reading(os.fspath(save_path))
         program = self._program
         backend = program.backend
         trackable, other = self._split()
