@@ -307,3 +307,25 @@ def test_versions_unknown_revision(tmp_path: Path) -> None:
     result = _run("bench_versions.py", "no-such-revision", "--rounds", "5", tmp_path=tmp_path)
     assert result.returncode != 0
     assert "no-such-revision" in result.stderr
+
+
+# --- bench_cold --------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="bench_cold needs torch")
+def test_cold_quick_run(tmp_path: Path) -> None:
+    out = tmp_path / "cold.json"
+    report = _report(_run("bench_cold.py", "--quick", "--json", str(out), tmp_path=tmp_path), out)
+    assert set(report["overhead_us"]) == {
+        "bare, again (A/A control)",
+        "raw session",
+        "MonitoredSession, no hooks",
+        "MonitoredTrainingSession",
+        "step + raw run of a no-op step",
+        "step + MonitoredTrainingSession run of a no-op step",
+        "step + 40 small functions",
+        "step + 40 small functions, each on an object of its own class",
+    }
+    assert set(report["hot_us"]) == set(report["cold_over_hot"])
+    assert all(per_run > 0 for per_run in report["hot_us"].values())
+    assert os.listdir(tmp_path) == ["cold.json"]  # the sessions' checkpoints went to a temporary folder
