@@ -8,9 +8,9 @@ averaged across processes); each process has its own data shard and its own
 initial state, so only the chief's broadcast makes them agree. Each process
 checkpoints to its own folder (``DIR/p0``, ``DIR/p1``), so anything the
 worker wrote, or could restore on its own, would be in sight. The script
-imports ``looprt.backends.jax`` only after ``jax.distributed.initialize``,
-which must come before anything starts JAX's backend (importing
-``looprt.backends.jax`` does).
+imports ``looprt.backends.jax`` at its top, before
+``jax.distributed.initialize``, which must come before anything starts JAX's
+backend: importing looprt's backend must not start it.
 """
 
 from __future__ import annotations
@@ -33,9 +33,7 @@ optax = pytest.importorskip("optax")
 jnp = jax.numpy
 
 import looprt  # noqa: E402
-
-# Not ``looprt.backends.jax`` here: importing it starts JAX's backend, and the script's
-# jax.distributed.initialize must come first (see looprt_jax()).
+import looprt.backends.jax as looprt_jax  # noqa: E402  (before jax.distributed.initialize, on purpose)
 
 pytestmark = pytest.mark.jax
 
@@ -43,12 +41,6 @@ SAVE_EVERY = 2
 
 
 # --- what each process runs ---------------------------------------------------------------
-
-
-def looprt_jax() -> Any:
-    import looprt.backends.jax
-
-    return looprt.backends.jax
 
 
 def report(event: str, **fields: Any) -> None:
@@ -157,7 +149,7 @@ def scenario_resume(directory: str) -> None:
     # A new job restores the chief's checkpoint (step 5); only the chief asks to stop, at 7.
     index = jax.process_index()
     hooks = [looprt.StopAtStepHook(last_step=7)] if index == 0 else []
-    train(directory, hooks, looprt_jax().MonitoredTrainingSession)
+    train(directory, hooks, looprt_jax.MonitoredTrainingSession)
 
 
 def scenario_refusals(directory: str) -> None:
@@ -257,8 +249,8 @@ def only(lines: list[dict[str, Any]], index: int, event: str) -> dict[str, Any]:
 
 def saved_state(checkpoint: str) -> dict[str, Any]:
     step = build(seed=0)
-    tree = looprt_jax().load_tree(checkpoint, "params", like=step.program.states["params"].value)
-    key = looprt_jax().load_tree(checkpoint, "key", like=step.program.states["key"].value)
+    tree = looprt_jax.load_tree(checkpoint, "params", like=step.program.states["params"].value)
+    key = looprt_jax.load_tree(checkpoint, "key", like=step.program.states["key"].value)
     return {"w": np.asarray(tree["w"]).tolist(), "key": np.asarray(jax.random.key_data(key)).tolist()}
 
 

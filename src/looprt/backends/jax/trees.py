@@ -41,7 +41,6 @@ __all__ = [
     "to_host",
 ]
 
-_ArrayImpl = type(jax.numpy.zeros(()))
 _PLAIN = (bool, int, float, complex, str)
 
 
@@ -97,7 +96,7 @@ def to_host(value: Any) -> Any:
     ``jax.device_get``); a tree takes ``jax.device_get``, which starts every
     leaf's copy before waiting for the first: one wait, not one per leaf.
     """
-    if type(value) is _ArrayImpl and not is_key(value):
+    if isinstance(value, jax.Array) and not is_key(value):
         array = np.array(value)  # a copy: on CPU, np.asarray would share the buffer
         return array[()] if array.ndim == 0 else array
     if isinstance(value, _PLAIN) or value is None:
