@@ -124,7 +124,9 @@ class UncheckedBackend(NumpyBackend):
         state.value[...] = value
 
 
-def test_a_backend_that_cannot_check_first_is_rolled_back(tmp_path: Path, state_dict_calls: list[str]) -> None:
+def test_a_backend_that_cannot_check_first_is_rolled_back(
+    tmp_path: Path, state_dict_calls: list[str]
+) -> None:
     path = checkpoint_of(tmp_path)
     prog, step = make_program(UncheckedBackend(), a=3, b=5)
     run_steps(prog, step, 5)
@@ -189,6 +191,84 @@ def test_a_corrupt_payload_is_still_caught_and_changes_nothing(tmp_path: Path) -
         Saver(prog).restore(None, path)
     assert_untouched(prog, before)
     assert not prog.checkpointed
+
+
+def test_latest_checkpoint_then_restore_computes_each_checksum_once(
+    tmp_path: Path, checksummed: list[str]
+) -> None:
+    path = checkpoint_of(tmp_path)
+    payload = sorted(name for name in os.listdir(path) if name != "manifest.json")
+    prog, _ = make_program()
+    checksummed.clear()
+    assert looprt.latest_checkpoint(str(tmp_path)) == path  # verifies
+    Saver(prog).restore(None, path)  # what latest_checkpoint just verified, unchanged: not again
+    assert sorted(checksummed) == payload
+    assert int(prog.global_step.value) == 2
+    for _ in range(2):  # the verification was used up; a restore's own is never reused
+        checksummed.clear()
+        Saver(prog).restore(None, path)
+        assert sorted(checksummed) == payload
+
+
+def test_a_session_restore_computes_each_checksum_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def session() -> Any:
+        prog, step = make_program()
+        return step, looprt.MonitoredTrainingSession(
+            checkpoint_dir=str(tmp_path), scaffold=looprt.Scaffold(program=prog), save_summaries_steps=None
+        )
+
+    step, sess = session()
+    with sess:
+        for _ in range(3):
+            sess.run(step)
+    latest = tmp_path / "model.ckpt-3"
+    payload = sorted(str(latest / name) for name in os.listdir(latest) if name != "manifest.json")
+    read: list[str] = []
+    real: Callable[[str], int] = CHECKSUMS[WRITE_CHECKSUM]
+
+    def counting(path: str) -> int:
+        read.append(path)
+        return real(path)
+
+    monkeypatch.setitem(CHECKSUMS, WRITE_CHECKSUM, counting)
+    step, sess = session()  # finds the latest checkpoint, restores it, saves step 3 anew
+    with sess:
+        assert sess.run(step.program.global_step) == 3
+    # The files of the checkpoint restored were read once; the rest were files being saved.
+    assert sorted(path for path in read if path.startswith(str(latest) + os.sep)) == payload
+
+
+@pytest.mark.parametrize("change", ["rewritten in place", "replaced", "too late"])
+def test_a_checkpoint_changed_after_latest_checkpoint_is_verified_again(
+    tmp_path: Path, change: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = checkpoint_of(tmp_path)
+    assert looprt.latest_checkpoint(str(tmp_path)) == path
+    payload = Path(path) / "state.npz"
+    if change == "too late":  # more than a minute between latest_checkpoint and the restore
+        import looprt.checkpoint.format as checkpoint_format
+
+        real = checkpoint_format.time.monotonic
+        monkeypatch.setattr(checkpoint_format.time, "monotonic", lambda: real() + 61)
+    data = bytearray(payload.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size: only the checksum can tell
+    if change == "replaced":
+        replacement = payload.with_name("replacement")
+        replacement.write_bytes(bytes(data))
+        os.replace(replacement, payload)
+    else:
+        stat = payload.stat()
+        with open(payload, "r+b") as f:  # the same inode
+            f.write(bytes(data))
+        if change == "rewritten in place":  # a later modification time, even on a coarse clock
+            os.utime(payload, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+        else:
+            os.utime(payload, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # looks untouched: only the clock
+    prog, _ = make_program()
+    with pytest.raises(DataLossError, match="state.npz fails its crc32c check"):
+        Saver(prog).restore(None, path)
 
 
 # -- the program is told of every checkpoint -----------------------------------------------

@@ -15,6 +15,8 @@ import json
 import os
 import posixpath
 import re
+import threading
+import time
 import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -177,8 +179,51 @@ def parse_manifest(raw: bytes, folder_name: str) -> tuple[dict[str, Any] | None,
     return manifest, None
 
 
-def verify_checkpoint(path: str) -> str | None:
-    """None if checkpoint folder ``path`` is complete and intact, else what is wrong with it."""
+# The last checkpoint folder that verified, with its files' fingerprint and when, for the
+# restore that usually follows (``take_recent_verification``).
+_RECENT_SECS = 60.0
+
+
+class _Recent:
+    lock = threading.Lock()
+    entry: tuple[str, tuple[tuple[str, int, int, int], ...], float] | None = None
+
+
+def _fingerprint(path: str, names: list[str]) -> tuple[tuple[str, int, int, int], ...]:
+    """(name, size, mtime in ns, inode) of the manifest and each of ``names`` in folder ``path``."""
+    entries = []
+    for name in [MANIFEST, *names]:
+        st = os.stat(os.path.join(path, *name.split("/")))
+        entries.append((name, st.st_size, st.st_mtime_ns, st.st_ino))
+    return tuple(entries)
+
+
+def take_recent_verification(path: str) -> bool:
+    """Whether checkpoint folder ``path`` verified in the last minute and no file of it changed since.
+
+    ``verify_checkpoint`` remembers the last folder that verified, with each
+    file's size, modification time and inode; this answers for that folder
+    once (the record is consumed), so that ``latest_checkpoint`` followed by a
+    restore of what it chose computes the checksums once, not twice. A file
+    rewritten, replaced or resized since, or a minute gone by, means no.
+    """
+    with _Recent.lock:
+        recent, _Recent.entry = _Recent.entry, None
+    if recent is None or recent[0] != os.fspath(path) or time.monotonic() - recent[2] > _RECENT_SECS:
+        return False
+    try:
+        return _fingerprint(recent[0], [name for name, *_ in recent[1][1:]]) == recent[1]
+    except OSError:
+        return False
+
+
+def verify_checkpoint(path: str, *, remember: bool = True) -> str | None:
+    """None if checkpoint folder ``path`` is complete and intact, else what is wrong with it.
+
+    A folder that verifies is remembered for ``take_recent_verification``
+    (unless ``remember`` is false: a restore's own verification is not
+    remembered, so that a restore never lets the next one skip verifying).
+    """
     path = os.fspath(path)
     if not os.path.lexists(path):
         return "it does not exist"
@@ -187,6 +232,19 @@ def verify_checkpoint(path: str) -> str | None:
     manifest, problem = read_manifest(path)
     if manifest is None:
         return problem
+    try:  # before the checksums: a file changed while they are computed changes the fingerprint
+        before = _fingerprint(path, list(manifest["files"]))
+    except OSError:
+        before = None  # a file is missing: the check below says which
+    problem = _check_files(path, manifest)
+    if problem is None and before is not None and remember:
+        with _Recent.lock:
+            _Recent.entry = (path, before, time.monotonic())
+    return problem
+
+
+def _check_files(path: str, manifest: Mapping[str, Any]) -> str | None:
+    """What is wrong with the files of checkpoint folder ``path`` against ``manifest``, or None."""
     for name, entry in manifest["files"].items():
         file_path = os.path.join(path, *name.split("/"))
         try:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from looprt.checkpoint.format import verify_checkpoint
+from looprt.checkpoint.format import take_recent_verification, verify_checkpoint
 from looprt.checkpoint.latest import latest_checkpoint, resolve_checkpoint
 from looprt.checkpoint.manager import CheckpointManager
 from looprt.checkpoint.remote import open_verified
@@ -124,9 +124,7 @@ class Saver:
         self._program = getattr(program, "program", program)
         if not hasattr(self._program, "backend") or not hasattr(self._program, "states"):
             raise TypeError(f"Saver needs a looprt Program (or a Step of one), got {program!r}")
-        self._managers = ManagerCache(
-            max_to_keep, keep_checkpoint_every_n_hours, clock, storage_options
-        )
+        self._managers = ManagerCache(max_to_keep, keep_checkpoint_every_n_hours, clock, storage_options)
         self._last_manager: CheckpointManager | None = None
         check_retention(max_to_keep, keep_checkpoint_every_n_hours)  # now, not at the first save
 
@@ -305,14 +303,25 @@ def _read_verified(backend: Any, path: str, storage_options: StorageOptions | No
 
     The checksums are computed in a second thread while the backend reads,
     so that a restore reads the files at about the speed of the backend
-    alone; what the backend read is returned only if they match. A URL is
+    alone; what the backend read is returned only if they match. A folder
+    that ``latest_checkpoint`` verified a moment ago, unchanged since
+    (``take_recent_verification``), is not verified again. A URL is
     downloaded and verified first (or reuses the download that verified it).
     """
     if is_url(path):
         return _read_remote(backend, path, storage_options)
+    if take_recent_verification(path):  # latest_checkpoint just verified it, and nothing changed since
+        try:
+            return backend.load_payload(path)
+        except Exception as e:
+            raise DataLossError(
+                f"checkpoint {path!r} is intact, but backend {backend.name!r} cannot read it: {e}"
+            ) from e
     problems: list[str | None] = []
     verifier = threading.Thread(
-        target=lambda: problems.append(verify_checkpoint(path)), name="looprt-verify", daemon=True
+        target=lambda: problems.append(verify_checkpoint(path, remember=False)),
+        name="looprt-verify",
+        daemon=True,
     )
     verifier.start()
     error: Exception | None = None
