@@ -21,6 +21,8 @@ same as the bare step's:
 
 * ``step + raw run of a no-op step``: the raw session running a step
   function that does nothing;
+* ``step + raw run of a no-op step returning a value, not a mapping``:
+  the same with a step declared with one output that returns it bare;
 * ``step + MonitoredTrainingSession run of a no-op step``: likewise under
   ``MonitoredTrainingSession`` with its default hooks;
 * ``step + 40 small functions``: 40 distinct Python functions of a few
@@ -111,6 +113,9 @@ def measure(rounds: int, hot_runs: int, seed: int) -> tuple[dict[str, list[int]]
     def nothing(batch: Any) -> dict[str, Any]:
         return {"loss": 0.0}
 
+    def nothing_bare(batch: Any) -> float:
+        return 0.0  # its one output as a value, not a mapping
+
     def program(fn: Callable[..., Any], name: str) -> Any:
         return looprt.wrap(fn, state={"model": model, "opt": opt}, inputs=itertools.cycle(batches), name=name)
 
@@ -125,7 +130,15 @@ def measure(rounds: int, hot_runs: int, seed: int) -> tuple[dict[str, list[int]]
     with tempfile.TemporaryDirectory() as work:
         raw_step, plain_step, mts_step = (program(train_step, name) for name in ("raw", "ms", "mts"))
         noop_raw_step, noop_mts_step = program(nothing, "noop_raw"), program(nothing, "noop_mts")
+        value_step = looprt.wrap(
+            nothing_bare,
+            state={"model": model},
+            inputs=itertools.cycle(batches),
+            outputs=("loss",),
+            name="value",
+        )
         raw, noop_raw = creator(raw_step).create_session(), creator(noop_raw_step).create_session()
+        value_raw = creator(value_step).create_session()
         plain = looprt.MonitoredSession(creator(plain_step))
         mts, noop_mts = monitored(mts_step, f"{work}/mts"), monitored(noop_mts_step, f"{work}/noop")
         functions, pair = small_functions(_SMALL_FUNCTIONS), _Pair()
@@ -140,6 +153,10 @@ def measure(rounds: int, hot_runs: int, seed: int) -> tuple[dict[str, list[int]]
         def step_then_raw_noop() -> None:
             train_step(next(stream))
             noop_raw.run(noop_raw_step)
+
+        def step_then_raw_value() -> None:
+            train_step(next(stream))
+            value_raw.run(value_step)
 
         def step_then_mts_noop() -> None:
             train_step(next(stream))
@@ -165,6 +182,7 @@ def measure(rounds: int, hot_runs: int, seed: int) -> tuple[dict[str, list[int]]
             "MonitoredSession, no hooks": lambda: plain.run(plain_step),
             "MonitoredTrainingSession": lambda: mts.run(mts_step),
             _COLD["raw"]: step_then_raw_noop,
+            _COLD["value"]: step_then_raw_value,
             _COLD["mts"]: step_then_mts_noop,
             _COLD["functions"]: step_then_functions,
             _COLD["classes"]: step_then_functions_on_classes,
@@ -176,13 +194,14 @@ def measure(rounds: int, hot_runs: int, seed: int) -> tuple[dict[str, list[int]]
                 _HOT["mts"]: hot_per_run(lambda: noop_mts.run(noop_mts_step), hot_runs),
                 _HOT["functions"]: hot_per_run(call_functions, hot_runs),
             }
-        raw.close()
-        noop_raw.close()
+        for session in (raw, noop_raw, value_raw):
+            session.close()
     return samples, hot
 
 
 _COLD = {
     "raw": "step + raw run of a no-op step",
+    "value": "step + raw run of a no-op step returning a value, not a mapping",
     "mts": "step + MonitoredTrainingSession run of a no-op step",
     "functions": f"step + {_SMALL_FUNCTIONS} small functions",
     "classes": f"step + {_SMALL_FUNCTIONS} small functions, each on an object of its own class",

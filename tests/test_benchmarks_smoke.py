@@ -322,6 +322,7 @@ def test_cold_quick_run(tmp_path: Path) -> None:
         "MonitoredSession, no hooks",
         "MonitoredTrainingSession",
         "step + raw run of a no-op step",
+        "step + raw run of a no-op step returning a value, not a mapping",
         "step + MonitoredTrainingSession run of a no-op step",
         "step + 40 small functions",
         "step + 40 small functions, each on an object of its own class",

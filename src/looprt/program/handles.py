@@ -83,8 +83,7 @@ class Input(Handle):
                 item = next(self._iterator)
             except StopIteration:
                 raise OutOfRangeError(
-                    f"input {self.name!r} of {self.program.name!r} is exhausted "
-                    f"after {self.position} items"
+                    f"input {self.name!r} of {self.program.name!r} is exhausted after {self.position} items"
                 ) from None
             self.position += 1
             return item
@@ -130,7 +129,16 @@ class Step(Handle):
     ``updates`` are the state handles the step assigns from its results.
     """
 
-    __slots__ = ("fn", "bindings", "declared", "updates", "advance_global_step", "_outputs", "index")
+    __slots__ = (
+        "fn",
+        "bindings",
+        "declared",
+        "updates",
+        "advance_global_step",
+        "_outputs",
+        "index",
+        "_names",
+    )
 
     kind = "step"
 
@@ -150,6 +158,8 @@ class Step(Handle):
         self.bindings = tuple(bindings)
         self.declared = declared
         self.updates = tuple(updates)
+        # What a step returning values rather than a mapping names, in order (see results).
+        self._names = (*(state.name for state in self.updates), *(declared or ()))
         self.advance_global_step = advance_global_step
         self._outputs: dict[str, Output] = {}
         self.index = index
@@ -186,11 +196,13 @@ class Step(Handle):
 
     def results(self, returned: Any) -> Mapping[str, Any]:
         """Name what ``fn`` returned: a mapping, or values for ``updates`` then ``outputs`` in order."""
-        if isinstance(returned, Mapping):
+        if type(returned) is dict:
             return returned
-        names = (*(state.name for state in self.updates), *(self.declared or ()))
+        names = self._names
         if returned is None and not names:
             return {}
+        if isinstance(returned, Mapping):
+            return returned
         if len(names) == 1:
             return {names[0]: returned}
         if names and isinstance(returned, (tuple, list)) and len(returned) == len(names):
