@@ -240,6 +240,25 @@ def test_a_session_restore_computes_each_checksum_once(
     assert sorted(path for path in read if path.startswith(str(latest) + os.sep)) == payload
 
 
+def test_a_checkpoint_deleted_while_a_restore_reads_it_is_not_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    path = checkpoint_of(tmp_path)
+    assert looprt.latest_checkpoint(str(tmp_path)) == path
+    real = NumpyBackend.load_payload
+
+    def deleted_meanwhile(self: NumpyBackend, folder: str) -> Any:
+        shutil.rmtree(folder)  # another job's retention, between the check and the read
+        return real(self, folder)
+
+    monkeypatch.setattr(NumpyBackend, "load_payload", deleted_meanwhile)
+    prog, _ = make_program()
+    with pytest.raises(looprt.errors.NotFoundError, match="deleted while read"):
+        Saver(prog).restore(None, path)
+
+
 @pytest.mark.parametrize("change", ["rewritten in place", "replaced", "too late"])
 def test_a_checkpoint_changed_after_latest_checkpoint_is_verified_again(
     tmp_path: Path, change: str, monkeypatch: pytest.MonkeyPatch

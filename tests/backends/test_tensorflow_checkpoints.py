@@ -31,7 +31,9 @@ class Model:
         with self.graph.as_default():
             self.global_step = tf.compat.v1.train.get_or_create_global_step()
             self.v = tf.compat.v1.Variable(10.0, name="v")
-            self.bump = tf.group(tf.compat.v1.assign_add(self.v, 1.0), tf.compat.v1.assign_add(self.global_step, 1))
+            self.bump = tf.group(
+                tf.compat.v1.assign_add(self.v, 1.0), tf.compat.v1.assign_add(self.global_step, 1)
+            )
             saver = tf.compat.v1.train.Saver(**saver_kwargs) if saver_kwargs else None
             self.scaffold = train.Scaffold(saver=saver)
 
@@ -45,7 +47,9 @@ class Model:
 
     def train(self, checkpoint_dir: Path, runs: int, save_steps: int = 1) -> tuple[int, float]:
         with self.graph.as_default():
-            hook = train.CheckpointSaverHook(str(checkpoint_dir), save_steps=save_steps, scaffold=self.scaffold)
+            hook = train.CheckpointSaverHook(
+                str(checkpoint_dir), save_steps=save_steps, scaffold=self.scaffold
+            )
             with self.session(checkpoint_dir, hooks=[hook]) as sess:
                 for _ in range(runs):
                     sess.run(self.bump)
@@ -97,6 +101,30 @@ def test_restart_restores_the_latest_and_rotation_follows_the_tf_saver(tmp_path:
     assert [c.step for c in looprt.CheckpointManager(str(tmp_path)).checkpoints()] == [4, 5]
     state = tf.train.get_checkpoint_state(str(tmp_path))
     assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == ["model.ckpt-4", "model.ckpt-5"]
+
+
+def test_a_session_restore_computes_each_checksum_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from looprt.checkpoint import CHECKSUMS, WRITE_CHECKSUM
+
+    model = Model()
+    model.train(tmp_path, 3)
+    folder = tmp_path / "model.ckpt-3"
+    files = sorted(str(folder / name) for name in os.listdir(folder) if name != "manifest.json")
+    read: list[str] = []
+    real = CHECKSUMS[WRITE_CHECKSUM]
+
+    def counting(path: str) -> int:
+        read.append(path)
+        return real(path)
+
+    monkeypatch.setitem(CHECKSUMS, WRITE_CHECKSUM, counting)
+    assert model.restored(tmp_path) == (3, 13.0)  # latest_checkpoint verifies; the restore does not again
+    assert sorted(read) == files
+    read.clear()
+    assert model.restored(path=str(folder)) == (3, 13.0)  # a restore on its own verifies
+    assert sorted(read) == files
 
 
 def test_a_damaged_newest_checkpoint_is_skipped(tmp_path: Path) -> None:
@@ -222,6 +250,9 @@ def test_a_remote_checkpoint_dir_tf_cannot_read_is_a_clear_error_never_a_local_w
         pytest.skip("this TensorFlow has an s3:// file system")
     monkeypatch.chdir(tmp_path)
     model = Model()
-    with model.graph.as_default(), pytest.raises(looprt.errors.UnimplementedError, match=r"s3://.*tensorflow-io"):
+    with (
+        model.graph.as_default(),
+        pytest.raises(looprt.errors.UnimplementedError, match=r"s3://.*tensorflow-io"),
+    ):
         train.MonitoredTrainingSession(checkpoint_dir="s3://looprt-no-bucket/run", save_checkpoint_steps=1)
     assert os.listdir(tmp_path) == []

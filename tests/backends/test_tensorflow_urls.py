@@ -200,3 +200,62 @@ def test_a_scheme_tf_lacks_is_still_a_clear_error() -> None:
     with pytest.raises(looprt.errors.UnimplementedError, match=r"s3://.*tensorflow-io"):
         require_tf_filesystem("s3://looprt-no-bucket/run")
     assert not issubclass(fsspec.get_filesystem_class("s3"), GFileSystem)
+
+
+def test_a_job_resumes_from_a_plain_tf_checkpoint_named_at_the_url(url: str) -> None:
+    model = Model()
+    with model.graph.as_default(), tf.compat.v1.Session() as sess:
+        sess.run(tf.compat.v1.global_variables_initializer())
+        for _ in range(4):
+            sess.run(model.bump)
+        prefix = f"{url}/model/model"  # TF's own Saver, in a folder of its own
+        tf.compat.v1.train.Saver().save(sess, prefix, write_meta_graph=False, write_state=False)
+    tf.compat.v1.train.update_checkpoint_state(url, prefix)
+    assert Model().train(url, 1) == (4, 5, 15.0)  # not taken for a looprt checkpoint's folder
+
+
+def test_any_looprt_writer_reaches_a_tf_scheme_once_the_backend_is_imported() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import looprt, looprt.backends.tensorflow, numpy as np\n"
+        "url = 'ram://looprt-fresh/run'\n"
+        "print(looprt.latest_checkpoint(url))\n"  # no TF saver has touched the URL
+        "prog = looprt.Program(backend='numpy', name='p')\n"
+        "w = prog.state('w', np.zeros(2))\n"
+        "@prog.step(outputs=('loss',))\n"
+        "def train(w):\n"
+        "    w += 1.0\n"
+        "    return {'loss': float(w.sum())}\n"
+        "with looprt.MonitoredTrainingSession(checkpoint_dir=url, scaffold=looprt.Scaffold(program=prog),\n"
+        "                                     save_checkpoint_steps=2) as sess:\n"
+        "    for _ in range(3):\n"
+        "        sess.run(train)\n"
+        "print(looprt.latest_checkpoint(url))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["None", "ram://looprt-fresh/run/model.ckpt-3"]
+
+
+def test_a_write_cut_short_leaves_the_object_as_it_was(url: str) -> None:
+    require_tf_filesystem(url)
+    fs = fsspec.filesystem("ram")
+    old, new = f"{url}/old", f"{url}/new"
+    with fs.open(old, "wb") as f:
+        f.write(b"complete")
+    for path in (old, new):
+        with pytest.raises(RuntimeError, match="cut short"), fs.open(path, "wb") as f:
+            f.write(b"partial")
+            raise RuntimeError("cut short")
+    assert fs.cat_file(old) == b"complete"
+    assert not fs.exists(new)
+    assert sorted(name.rsplit("/", 1)[1] for name in fs.ls(url, detail=False)) == ["old"]  # no temporaries

@@ -184,25 +184,25 @@ def parse_manifest(raw: bytes, folder_name: str) -> tuple[dict[str, Any] | None,
 _RECENT_SECS = 60.0
 
 
+_Stat = tuple[str, int, int, int, int]
+
+
 class _Recent:
     lock = threading.Lock()
-    entry: tuple[str, tuple[tuple[str, int, int, int], ...], float] | None = None
+    entry: tuple[str, tuple[_Stat, ...], float] | None = None
 
 
-def _fingerprint(path: str, names: list[str]) -> tuple[tuple[str, int, int, int], ...]:
-    """(name, size, mtime in ns, inode) of the manifest and each of ``names`` in folder ``path``."""
-    entries = []
-    for name in [MANIFEST, *names]:
-        st = os.stat(os.path.join(path, *name.split("/")))
-        entries.append((name, st.st_size, st.st_mtime_ns, st.st_ino))
-    return tuple(entries)
+def _stat(path: str, name: str) -> _Stat:
+    """(name, size, mtime in ns, inode, device) of file ``name`` in folder ``path``."""
+    st = os.stat(os.path.join(path, *name.split("/")))
+    return (name, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
 
 
 def take_recent_verification(path: str) -> bool:
     """Whether checkpoint folder ``path`` verified in the last minute and no file of it changed since.
 
     ``verify_checkpoint`` remembers the last folder that verified, with each
-    file's size, modification time and inode; this answers for that folder
+    file's size, modification time, inode and device; this answers for that folder
     once (the record is consumed), so that ``latest_checkpoint`` followed by a
     restore of what it chose computes the checksums once, not twice. A file
     rewritten, replaced or resized since, or a minute gone by, means no.
@@ -212,7 +212,7 @@ def take_recent_verification(path: str) -> bool:
     if recent is None or recent[0] != os.fspath(path) or time.monotonic() - recent[2] > _RECENT_SECS:
         return False
     try:
-        return _fingerprint(recent[0], [name for name, *_ in recent[1][1:]]) == recent[1]
+        return tuple(_stat(recent[0], entry[0]) for entry in recent[1]) == recent[1]
     except OSError:
         return False
 
@@ -229,17 +229,23 @@ def verify_checkpoint(path: str, *, remember: bool = True) -> str | None:
         return "it does not exist"
     if not os.path.isdir(path):
         return "it is not a checkpoint folder"
+    # Each file's fingerprint is taken before it is read (the manifest's before the manifest),
+    # so that a file replaced or rewritten meanwhile no longer matches it afterwards.
+    try:
+        manifest_stat: _Stat | None = _stat(path, MANIFEST)
+    except OSError:
+        manifest_stat = None
     manifest, problem = read_manifest(path)
     if manifest is None:
         return problem
-    try:  # before the checksums: a file changed while they are computed changes the fingerprint
-        before = _fingerprint(path, list(manifest["files"]))
+    try:
+        files = tuple(_stat(path, name) for name in manifest["files"])
     except OSError:
-        before = None  # a file is missing: the check below says which
+        files = None  # a file is missing: the check below says which
     problem = _check_files(path, manifest)
-    if problem is None and before is not None and remember:
+    if problem is None and remember and manifest_stat is not None and files is not None:
         with _Recent.lock:
-            _Recent.entry = (path, before, time.monotonic())
+            _Recent.entry = (path, (manifest_stat, *files), time.monotonic())
     return problem
 
 

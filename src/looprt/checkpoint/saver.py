@@ -314,6 +314,8 @@ def _read_verified(backend: Any, path: str, storage_options: StorageOptions | No
         try:
             return backend.load_payload(path)
         except Exception as e:
+            if not os.path.lexists(path):  # deleted meanwhile (another job's retention?)
+                raise NotFoundError(f"checkpoint {path!r} not found: it was deleted while read") from e
             raise DataLossError(
                 f"checkpoint {path!r} is intact, but backend {backend.name!r} cannot read it: {e}"
             ) from e

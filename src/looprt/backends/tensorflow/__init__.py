@@ -32,6 +32,7 @@ whole ``train`` namespace of a script can be swapped at once. Importing this
 package imports TensorFlow; ``import looprt`` does not.
 """
 
+from importlib.util import find_spec as _find_spec
 from typing import Any as _Any
 
 import tensorflow as _tf
@@ -82,6 +83,13 @@ from looprt.timer import SecondOrStepTimer
 
 # TF's hook base has no-op methods; looprt skips them as it skips its own.
 register_hook_base(_tf.compat.v1.train.SessionRunHook)
+
+# URL schemes TF's file layer serves and no fsspec implementation does (ram://, gs:// without
+# gcsfs) are served to looprt's writers through tf.io.gfile (see gfile_fs), where fsspec is installed.
+if _find_spec("fsspec") is not None:
+    from looprt.backends.tensorflow.gfile_fs import register_tf_schemes as _register_tf_schemes
+
+    _register_tf_schemes()
 
 __all__ = [
     "USE_DEFAULT",

@@ -45,6 +45,7 @@ import errno
 import logging
 import operator
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Callable, Iterable
@@ -54,6 +55,7 @@ import tensorflow as tf
 
 from looprt.checkpoint import MANIFEST, CheckpointManager, ManagerCache, verify_checkpoint
 from looprt.checkpoint import latest_checkpoint as looprt_latest_checkpoint
+from looprt.checkpoint.format import take_recent_verification
 from looprt.checkpoint.remote import open_verified, payload_objects, read_manifest
 from looprt.checkpoint.storage import Location, is_url, scheme, split
 from looprt.errors import UnimplementedError
@@ -296,7 +298,9 @@ class ManagedSaver:
         save_path = os.fspath(save_path)
         if not os.path.isdir(save_path):
             return save_path  # a plain TF prefix (TF's readers judge it)
-        problem = verify_checkpoint(save_path)
+        if take_recent_verification(save_path):  # latest_checkpoint just verified it, unchanged since
+            return tf_prefix(save_path)
+        problem = verify_checkpoint(save_path, remember=False)
         if problem is not None:
             raise tf.errors.DataLossError(
                 None, None, f"checkpoint {save_path!r} cannot be restored: {problem}"
@@ -334,12 +338,17 @@ def _remote_prefix(loc: Location, name: str) -> str | None:
 
 
 def _in_checkpoint_folder(directory: str, tf_path: str) -> bool:
-    """Whether TF prefix ``tf_path`` is in a checkpoint folder (``<name>/.../<name>``) under ``directory``."""
+    """Whether TF prefix ``tf_path`` has the layout of one in a checkpoint at URL ``directory``.
+
+    That is ``<name>/<attempt>/<name>`` (the attempt: 8 hex digits), the
+    prefixes ``_write_tf_state_at_url`` names; a plain TF prefix such as
+    ``<dir>/model/model`` does not.
+    """
     base = directory.rstrip("/") + "/"
     if not tf_path.startswith(base):
         return False
     parts = tf_path[len(base) :].split("/")
-    return len(parts) >= 2 and parts[0] == parts[-1]
+    return len(parts) == 3 and parts[0] == parts[2] and re.fullmatch(r"[0-9a-f]{8}", parts[1]) is not None
 
 
 def step_of(sess: Any, global_step: Any) -> int:

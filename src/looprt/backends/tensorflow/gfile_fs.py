@@ -28,7 +28,7 @@ from typing import Any
 import tensorflow as tf
 from fsspec import AbstractFileSystem, register_implementation
 
-__all__ = ["GFileSystem", "register"]
+__all__ = ["GFileSystem", "register", "register_tf_schemes"]
 
 _register_lock = threading.Lock()
 
@@ -98,25 +98,46 @@ class _Handle:
         return bool(getattr(self._file, "closed", False))
 
     def close(self) -> None:
+        """Finish the file; a file written beside its target is renamed onto it.
+
+        If the upload or the rename fails, the file written beside the
+        target is removed, and the target stays as it was.
+        """
         if self.closed:
             return
-        with _os_errors(self.url):
-            self._file.close()  # on an object store, the upload happens here
-        if self._replace is not None:
-            target, self._replace = self._replace, None
-            try:
+        target, self._replace = self._replace, None
+        try:
+            with _os_errors(self.url):
+                self._file.close()  # on an object store, the upload happens here
+            if target is not None:
                 with _os_errors(target):
                     tf.io.gfile.rename(self.url, target, overwrite=True)
-            except BaseException:
-                with contextlib.suppress(tf.errors.OpError):
-                    tf.io.gfile.remove(self.url)
-                raise
+        except BaseException:
+            if target is not None:
+                self._remove_quietly()
+            raise
+
+    def abort(self) -> None:
+        """Give up a file being written: nothing of it is left (the target, if any, unchanged)."""
+        if "r" in self.mode or self.closed:
+            return
+        self._replace = None
+        with contextlib.suppress(tf.errors.OpError):
+            self._file.close()
+        self._remove_quietly()
+
+    def _remove_quietly(self) -> None:
+        with contextlib.suppress(tf.errors.OpError):
+            tf.io.gfile.remove(self.url)
 
     def __enter__(self) -> _Handle:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:
+            self.abort()  # a write cut short must not become the object
+        else:
+            self.close()
 
 
 class GFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec is untyped
@@ -210,6 +231,33 @@ class GFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec is untype
 
     def rmdir(self, path: str) -> None:
         self._rm(path)
+
+
+def register_tf_schemes() -> list[str]:
+    """Serve in fsspec every scheme TF's file layer has and fsspec knows no implementation of.
+
+    Called when ``looprt.backends.tensorflow`` is imported, so that any
+    looprt writer (a summary writer, ``latest_checkpoint``) reaches such a
+    URL (``ram://``, a TF plug-in's), not only TF's savers. A scheme fsspec
+    knows (``gs://``: gcsfs) is left to it, so that its "install gcsfs"
+    error stands for code that does not use the TF drop-in; the drop-in's
+    savers still register it on first use (``require_tf_filesystem``).
+    Returns the schemes registered now.
+    """
+    import fsspec
+
+    try:
+        schemes = tf.io.gfile.get_registered_schemes()
+    except AttributeError:  # an older TF: require_tf_filesystem registers schemes one by one
+        return []
+    known = set(fsspec.available_protocols())
+    registered = []
+    for scheme in schemes:
+        if scheme in ("", "file") or scheme in known:
+            continue
+        if issubclass(register(scheme), GFileSystem):
+            registered.append(scheme)
+    return registered
 
 
 def register(scheme: str) -> type[GFileSystem]:
