@@ -331,3 +331,33 @@ def test_writing_summaries_imports_no_framework_and_no_protobuf(tmp_path: Path) 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
     assert scalars(tmp_path, "x") == [(1, 1.0)] and scalars(tmp_path, "y") == [(2, 2.0)]
+
+
+def test_flush_all_flushes_every_writer_before_raising_the_first_error(tmp_path: Path) -> None:
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(disk)], capture_output=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    SummaryWriterCache.clear()
+    try:
+        full, fine = SummaryWriterCache.get(disk / "full"), SummaryWriterCache.get(tmp_path / "fine")
+        for step in range(90):  # about 6 KB of events: more than the disk, less than the file's buffer
+            full.add_scalar("a_scalar_with_a_long_name", float(step), step)
+        fine.add_scalar("loss", 1.5, 7)
+        with pytest.raises(OSError, match="No space left"):
+            SummaryWriterCache.flush_all()
+        [file] = (tmp_path / "fine").glob("events.out.tfevents.*")
+        acc = event_accumulator.EventAccumulator(str(file))
+        acc.Reload()
+        assert [(e.step, e.value) for e in acc.Scalars("loss")] == [(7, 1.5)]  # flushed all the same
+    finally:
+        with pytest.raises(OSError, match="No space left"):  # closing flushes the full one again
+            SummaryWriterCache.clear()
+        assert full.closed and fine.closed  # both closed all the same
+        if subprocess.run(["umount", str(disk)], capture_output=True, check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(disk)], capture_output=True, check=False)

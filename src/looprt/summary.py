@@ -174,11 +174,13 @@ class SummaryWriter:
                 self._last_flush = self._clock()
 
     def close(self) -> None:
-        """Flush and close the event file. Idempotent."""
+        """Flush and close the event file. Idempotent; closed even if the last flush fails (which raises)."""
         with self._lock:
-            if self._file is not None and self._finalizer is not None:
-                self._finalizer()
-            self._file = self._finalizer = None
+            try:
+                if self._file is not None and self._finalizer is not None:
+                    self._finalizer()
+            finally:
+                self._file = self._finalizer = None
 
     def reopen(self) -> None:
         """After ``close()``, continue in a new event file; otherwise do nothing."""
@@ -268,17 +270,35 @@ class SummaryWriterCache:
     @staticmethod
     def flush_all(durable: bool = True) -> None:
         """Flush (and with ``durable``, fsync) every cached writer: what ``CheckpointSaverHook`` does
-        before each save, so a checkpoint never commits ahead of the summaries of its steps."""
+        before each save, so a checkpoint never commits ahead of the summaries of its steps.
+
+        Every writer is flushed even when one fails; then the first error is
+        raised, with a note for each other writer that failed (Python 3.11+).
+        """
         with SummaryWriterCache._lock:
             writers = list(SummaryWriterCache._cache.values())
-        for writer in writers:
-            writer.flush(durable)
+        _each(writers, lambda writer: writer.flush(durable), "flushing")
 
     @staticmethod
     def clear() -> None:
-        """Close and forget every cached writer."""
+        """Close and forget every cached writer (each closed even when one fails, as in ``flush_all``)."""
         with SummaryWriterCache._lock:
             writers = list(SummaryWriterCache._cache.values())
             SummaryWriterCache._cache = {}
-        for writer in writers:
-            writer.close()
+        _each(writers, SummaryWriter.close, "closing")
+
+
+def _each(writers: list[SummaryWriter], action: Callable[[SummaryWriter], None], doing: str) -> None:
+    """``action`` on every writer; then the first error, noting the others (where notes exist)."""
+    errors: list[Exception] = []
+    for writer in writers:
+        try:
+            action(writer)
+        except Exception as e:  # noqa: BLE001 - raised below, once every writer has had its turn
+            errors.append(e)
+    if errors:
+        first = errors[0]
+        if hasattr(first, "add_note"):  # Python 3.11+
+            for other in errors[1:]:
+                first.add_note(f"{doing} another summary writer failed too: {type(other).__name__} {other}")
+        raise first
