@@ -8,6 +8,7 @@ function returning seconds) to control time in tests.
 
 from __future__ import annotations
 
+import math
 import numbers
 import time
 from collections.abc import Callable
@@ -66,6 +67,22 @@ class SecondOrStepTimer:
     def last_triggered_step(self) -> int | None:
         return self._last_triggered_step
 
+    def due(self) -> tuple[float, float | None]:
+        """``(step, time)`` before which the timer cannot trigger, for a hook's per-run check.
+
+        ``should_trigger_for_step(s)`` can be True only if ``s >= step``, or
+        ``time`` is not None and ``clock() >= time``: a hook that checks this
+        first (a comparison or two, a clock read only for a timer in
+        seconds) asks the timer only on runs that may trigger. Valid until
+        the next ``update_last_triggered_step`` or ``reset``.
+        """
+        last_step = self._last_triggered_step
+        if last_step is None or self._every_steps == 0:
+            return -math.inf, None
+        if self._every_secs is not None:
+            return math.inf, self._last_triggered_time + self._every_secs  # type: ignore[operator]
+        return last_step + self._every_steps, None  # type: ignore[operator]
+
 
 class NeverTriggerTimer:
     """A timer that never triggers (for hooks that only act at the end)."""
@@ -78,6 +95,9 @@ class NeverTriggerTimer:
 
     def update_last_triggered_step(self, step: int) -> tuple[float | None, int | None]:
         return (None, None)
+
+    def due(self) -> tuple[float, float | None]:
+        return math.inf, None
 
     def last_triggered_step(self) -> int | None:
         return None

@@ -119,6 +119,8 @@ class CheckpointSaverHook(SessionRunHook):
         self._save_path = os.path.join(checkpoint_dir, checkpoint_basename)
         self._scaffold = scaffold
         self._timer = SecondOrStepTimer(every_secs=save_secs, every_steps=save_steps, clock=clock)
+        self._clock = clock
+        self._due_step, self._due_time = self._timer.due()
         self._listeners = list(listeners or [])
         # TF's value: after every run the global step is re-read and the timer asked.
         self._steps_per_run = 1000000
@@ -140,25 +142,42 @@ class CheckpointSaverHook(SessionRunHook):
         global_step = session.run(self._global_step_tensor)
         # TF writes graph.pbtxt and the meta graph here; summaries are another module's job.
         self._save(session, global_step)
+        self._triggered(global_step)
+
+    def _triggered(self, global_step: Any) -> None:
+        """Record a save at ``global_step`` with the timer."""
         self._timer.update_last_triggered_step(global_step)
+        self._due_step, self._due_time = self._timer.due()
 
     def before_run(self, run_context: SessionRunContext) -> SessionRunArgs | None:
-        if getattr(run_context, "global_step", None) is not None:
-            return None
+        try:
+            if run_context.global_step is not None:
+                return None
+        except AttributeError:  # TF's own run context has none
+            pass
         return SessionRunArgs(self._global_step_tensor)
 
     def after_run(self, run_context: SessionRunContext, run_values: SessionRunValues) -> None:
         if preemption.signum is not None:
             self._save_for_preemption(run_context)
             return
-        stale_global_step = getattr(run_context, "global_step", None)
+        try:
+            stale_global_step = run_context.global_step
+        except AttributeError:  # TF's own run context has none
+            stale_global_step = None
         if stale_global_step is None:
             stale_global_step = run_values.results
+        # Ask the timer only when it may trigger (SecondOrStepTimer.due): most runs end here.
+        due_time = self._due_time
+        if stale_global_step + self._steps_per_run < self._due_step and (
+            due_time is None or self._clock() < due_time
+        ):
+            return
         if self._timer.should_trigger_for_step(stale_global_step + self._steps_per_run):
             # Get the real value after the train op.
             global_step = run_context.session.run(self._global_step_tensor)
             if self._timer.should_trigger_for_step(global_step):
-                self._timer.update_last_triggered_step(global_step)
+                self._triggered(global_step)
                 if self._save(run_context.session, global_step):
                     run_context.request_stop()
 
@@ -167,7 +186,7 @@ class CheckpointSaverHook(SessionRunHook):
         session = run_context.session
         global_step = session.run(self._global_step_tensor)
         if global_step != self._timer.last_triggered_step():
-            self._timer.update_last_triggered_step(global_step)
+            self._triggered(global_step)
             self._save(session, global_step)
         self._wait(session)
         preemption.saved_step = int(global_step)

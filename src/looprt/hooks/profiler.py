@@ -258,7 +258,10 @@ class ProfilerHook(SessionRunHook):
         return SessionRunArgs(fetches, options=RunOptions(trace_level=RunOptions.FULL_TRACE))
 
     def after_run(self, run_context: SessionRunContext, run_values: SessionRunValues) -> None:
-        stale_global_step = getattr(run_context, "global_step", None)
+        try:
+            stale_global_step = run_context.global_step
+        except AttributeError:  # TF's own run context has none
+            stale_global_step = None
         if stale_global_step is None:
             stale_global_step = run_values.results["global_step"]
         if self._next_step is None:

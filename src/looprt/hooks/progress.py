@@ -116,7 +116,10 @@ class ProgressBarHook(SessionRunHook):
 
     def after_run(self, run_context: SessionRunContext, run_values: SessionRunValues) -> None:
         results = run_values.results or {}
-        before = getattr(run_context, "global_step", None)
+        try:
+            before = run_context.global_step
+        except AttributeError:  # TF's own run context has none
+            before = None
         step = int(before if before is not None else results["global_step"]) + 1
         if self._fetch_tensors:
             step = int(run_context.session.run(self._global_step))

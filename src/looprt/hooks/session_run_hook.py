@@ -67,8 +67,9 @@ class SessionRunContext:
     ``global_step`` (a looprt extension; TF's context has no such field) is
     the global step before this run, known without a fetch where the session
     counts it on the host (a program's session), else None: fetch it then.
-    Read it as ``getattr(run_context, "global_step", None)`` in a hook that
-    may also run under TF's own sessions.
+    A hook that may also run under TF's own sessions reads it in a ``try``
+    that takes ``AttributeError`` as None (the standard hooks do; cheaper
+    than ``getattr`` with a default right after a real training step).
     """
 
     # ``global_step`` is a plain slot, not a property: hooks read it on every run.

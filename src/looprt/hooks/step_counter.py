@@ -52,6 +52,8 @@ class StepCounterHook(SessionRunHook):
         if isinstance(every_n_steps, numbers.Real) and every_n_steps < 1:
             raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
         self._timer = SecondOrStepTimer(every_steps=every_n_steps, every_secs=every_n_secs, clock=clock)
+        self._clock = clock
+        self._due_step, self._due_time = self._timer.due()
         self._summary_writer = summary_writer
         self._output_dir = output_dir
         self._last_global_step: Any = None
@@ -73,8 +75,11 @@ class StepCounterHook(SessionRunHook):
         self._summary_tag = f"{global_step_name(session.graph)}/sec"
 
     def before_run(self, run_context: SessionRunContext) -> SessionRunArgs | None:
-        if getattr(run_context, "global_step", None) is not None:
-            return None
+        try:
+            if run_context.global_step is not None:
+                return None
+        except AttributeError:  # TF's own run context has none
+            pass
         return SessionRunArgs(self._global_step)
 
     def _log_and_record(self, elapsed_steps: Any, elapsed_time: float, global_step: Any) -> None:
@@ -89,15 +94,18 @@ class StepCounterHook(SessionRunHook):
         self.logger.info("%s: %g", self._summary_tag, steps_per_sec)
 
     def after_run(self, run_context: SessionRunContext, run_values: SessionRunValues) -> None:
-        stale_global_step = getattr(run_context, "global_step", None)
+        try:
+            stale_global_step = run_context.global_step
+        except AttributeError:  # TF's own run context has none
+            stale_global_step = None
         if stale_global_step is None:
             stale_global_step = run_values.results
-        if self._timer.should_trigger_for_step(stale_global_step + self._steps_per_run):
-            global_step = run_context.session.run(self._global_step)
-            if self._timer.should_trigger_for_step(global_step):
-                elapsed_time, elapsed_steps = self._timer.update_last_triggered_step(global_step)
-                if elapsed_time is not None:
-                    self._log_and_record(elapsed_steps, elapsed_time, global_step)
+        # Ask the timer only when it may trigger (SecondOrStepTimer.due): most runs end here.
+        due_time = self._due_time
+        if stale_global_step + self._steps_per_run >= self._due_step or (
+            due_time is not None and self._clock() >= due_time
+        ):
+            self._maybe_trigger(run_context, stale_global_step)
         if stale_global_step == self._last_global_step and self._stall_warnings < _MAX_STALL_WARNINGS:
             self._stall_warnings += 1
             self.logger.warning(
@@ -109,3 +117,12 @@ class StepCounterHook(SessionRunHook):
                 self._last_global_step,
             )
         self._last_global_step = stale_global_step
+
+    def _maybe_trigger(self, run_context: SessionRunContext, stale_global_step: Any) -> None:
+        if self._timer.should_trigger_for_step(stale_global_step + self._steps_per_run):
+            global_step = run_context.session.run(self._global_step)
+            if self._timer.should_trigger_for_step(global_step):
+                elapsed_time, elapsed_steps = self._timer.update_last_triggered_step(global_step)
+                self._due_step, self._due_time = self._timer.due()
+                if elapsed_time is not None:
+                    self._log_and_record(elapsed_steps, elapsed_time, global_step)

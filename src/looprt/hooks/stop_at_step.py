@@ -84,13 +84,19 @@ class StopAtStepHook(SessionRunHook):
             coord.request_stop()
 
     def before_run(self, run_context: SessionRunContext) -> SessionRunArgs | None:
-        if getattr(run_context, "global_step", None) is not None:
-            return None
+        try:
+            if run_context.global_step is not None:
+                return None
+        except AttributeError:  # TF's own run context has none
+            pass
         return SessionRunArgs(self._global_step)
 
     def after_run(self, run_context: SessionRunContext, run_values: SessionRunValues) -> None:
         # The step before the run: predict the one after it, then confirm.
-        before = getattr(run_context, "global_step", None)
+        try:
+            before = run_context.global_step
+        except AttributeError:  # TF's own run context has none
+            before = None
         if before is None:
             before = run_values.results
         if before + 1 >= self._last_step and run_context.session.run(self._global_step) >= self._last_step:

@@ -52,6 +52,8 @@ class SummarySaverHook(SessionRunHook):
         self._output_dir = output_dir
         self._scaffold = scaffold
         self._timer = SecondOrStepTimer(every_secs=save_secs, every_steps=save_steps, clock=clock)
+        self._clock = clock
+        self._due_step, self._due_time = self._timer.due()
         self._next_step: Any = None
         self._request_summary = False
         self._global_step: Any = None
@@ -65,10 +67,22 @@ class SummarySaverHook(SessionRunHook):
         self._global_step = get_global_step(session.graph)
 
     def before_run(self, run_context: SessionRunContext) -> SessionRunArgs | None:
-        before = getattr(run_context, "global_step", None)
-        self._request_summary = self._next_step is None or self._timer.should_trigger_for_step(
-            self._next_step
-        )
+        try:
+            before = run_context.global_step
+        except AttributeError:  # TF's own run context has none
+            before = None
+        next_step, due_time = self._next_step, self._due_time
+        # Most runs: the timer cannot trigger (SecondOrStepTimer.due) and the global step is
+        # known on the host, so nothing is asked for.
+        if (
+            before is not None
+            and next_step is not None
+            and next_step < self._due_step
+            and (due_time is None or self._clock() < due_time)
+        ):
+            self._request_summary = False
+            return None
+        self._request_summary = next_step is None or self._timer.should_trigger_for_step(next_step)
         requests: dict[str, Any] = {} if before is not None else {"global_step": self._global_step}
         if self._request_summary:
             summary_op = self._get_summary_op()
@@ -80,8 +94,14 @@ class SummarySaverHook(SessionRunHook):
         writer = self._summary_writer
         if writer is None:
             return
+        try:
+            before = run_context.global_step
+        except AttributeError:  # TF's own run context has none
+            before = None
+        if before is not None and not self._request_summary and self._next_step is not None:
+            self._next_step = before + 2  # the step after this run's
+            return
         results = run_values.results or {}
-        before = getattr(run_context, "global_step", None)
         global_step = (before if before is not None else results["global_step"]) + 1
         if self._next_step is None or self._request_summary:
             global_step = run_context.session.run(self._global_step)
@@ -91,6 +111,7 @@ class SummarySaverHook(SessionRunHook):
                 add_start(global_step)
         if self._request_summary:
             self._timer.update_last_triggered_step(global_step)
+            self._due_step, self._due_time = self._timer.due()
             for summary in results.get("summary", ()):
                 writer.add_summary(summary, global_step)
         self._next_step = global_step + 1

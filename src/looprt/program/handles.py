@@ -12,7 +12,6 @@ values for it, which the session assigns after the step.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +43,7 @@ class Handle:
 class Input(Handle):
     """A named input: fed, pulled from ``iterable`` (once per run), or ``default``."""
 
-    __slots__ = ("default", "iterable", "_iterator", "_lock", "position")
+    __slots__ = ("default", "iterable", "_iterator", "position")
 
     kind = "input"
 
@@ -53,7 +52,6 @@ class Input(Handle):
         self.default = default
         self.iterable = iterable
         self._iterator: Iterator[Any] | None = None
-        self._lock = threading.Lock()
         self.position = 0  # items pulled so far, for resuming
 
     @property
@@ -70,23 +68,28 @@ class Input(Handle):
         """
         if isinstance(position, bool) or not isinstance(position, int) or position < 0:
             raise ValueError(f"input {self.name!r}: position must be an int >= 0, got {position!r}")
-        with self._lock:
-            self._iterator = iterator
-            self.position = position
+        self._iterator = iterator
+        self.position = position
 
     def pull(self) -> Any:
-        """The next item of the iterable; ``OutOfRangeError`` once it is exhausted."""
-        with self._lock:
-            if self._iterator is None:
-                self._iterator = iter(self.iterable)
-            try:
-                item = next(self._iterator)
-            except StopIteration:
-                raise OutOfRangeError(
-                    f"input {self.name!r} of {self.program.name!r} is exhausted after {self.position} items"
-                ) from None
-            self.position += 1
-            return item
+        """The next item of the iterable; ``OutOfRangeError`` once it is exhausted.
+
+        Not serialised: like the iterator it draws from, an input is pulled
+        by one thread at a time (the thread that runs the sessions of its
+        program). A lock here cost several microseconds a run after a real
+        training step (benchmarks/bench_cold.py).
+        """
+        iterator = self._iterator
+        if iterator is None:
+            iterator = self._iterator = iter(self.iterable)
+        try:
+            item = next(iterator)
+        except StopIteration:
+            raise OutOfRangeError(
+                f"input {self.name!r} of {self.program.name!r} is exhausted after {self.position} items"
+            ) from None
+        self.position += 1
+        return item
 
 
 class State(Handle):

@@ -35,11 +35,12 @@ __all__ = ["ProgramSession"]
 
 
 class _Resolved:
-    """A plan's leaves, sorted by what evaluating them takes."""
+    """A plan's leaves sorted by what evaluating them takes: what a run reads, once per plan."""
 
-    __slots__ = ("reads", "steps", "outputs", "inputs", "trains", "calls")
+    __slots__ = ("plan", "reads", "steps", "outputs", "inputs", "trains", "calls", "no_values")
 
     def __init__(self, plan: FetchPlan, program: Program) -> None:
+        self.plan = plan
         self.reads: list[tuple[int, State]] = []
         self.outputs: list[tuple[int, Output]] = []
         self.inputs: list[tuple[int, Input]] = []
@@ -58,8 +59,15 @@ class _Resolved:
         self.steps = sorted(steps, key=lambda s: s.index)
         # The first step that advances the global step, which a run after end() refuses.
         self.trains = next((s for s in self.steps if s.advance_global_step), None)
-        # Per step: its arguments as (parameter, input or None, state or None).
-        self.calls = [(step, _arguments(step)) for step in self.steps]
+        # Per step, all a run reads of it: (step, its function, its arguments as
+        # (parameter, input or None, state or None), the state it updates, whether it advances
+        # the global step).
+        self.calls = [
+            (step, step.fn, _arguments(step), step.updates, step.advance_global_step) for step in self.steps
+        ]
+        # A fetch of steps alone (a train op): the result is None, no value is converted.
+        fetches_values = bool(self.reads or self.outputs or self.inputs)
+        self.no_values = not fetches_values and plan.rebuild([None] * len(plan.leaves)) is None
 
 
 def _arguments(step: Step) -> tuple[tuple[str, Input | None, State | None], ...]:
@@ -147,8 +155,12 @@ class ProgramSession:
         self._ended = False
         # The handle fetched by the last run and its plan: a loop that runs one train op
         # skips the plan lookup. Only handles (immutable) are kept.
+        # A subclass's wrapper of every run while it needs one (it sets this to None
+        # around its own call of run): one attribute read a run, no extra frame after.
+        self.run_through: Callable[..., Any] | None = None
         self._last_fetch: Any = None
-        self._last_plan: FetchPlan | None = None
+        self._last_resolved: _Resolved | None = None
+        self._may_be_pristine = True  # until a run sees the program has run
         # How pulled and default input values become what a step gets; None: as they are.
         converter = getattr(self.backend, "feed_converter", None)
         self._from_feed: Callable[[Any], Any] | None = (
@@ -157,6 +169,7 @@ class ProgramSession:
         # The global step's live counter and how to add one to it: a memoryview of a
         # NumPy counter (counted in place, no call) or the backend's function. Made
         # again if the counter object is ever replaced.
+        self._global_step = program.global_step
         self._counter: Any = _NO_COUNTER
         self._counter_view: memoryview | None = None
         self._add_one: Callable[[], None] | None = None
@@ -194,7 +207,7 @@ class ProgramSession:
         A number where the counter is the default (a 0-d int64 NumPy array),
         so hooks decide their triggers without fetching the global step.
         """
-        if self.program.global_step.value is not self._counter:
+        if self._global_step.value is not self._counter:
             self._bind_counter()
         view = self._counter_view
         return None if view is None else view[()]
@@ -207,6 +220,8 @@ class ProgramSession:
         run_metadata: Any = None,
     ) -> Any:
         """Evaluate ``fetches`` (a structure of handles or names) and return host values."""
+        if self.run_through is not None:
+            return self.run_through(fetches, feed_dict, options, run_metadata)
         if self._closed:
             raise ClosedSessionError("Attempted to use a closed Session.")
         if options is not None and not hasattr(options, "trace_level"):
@@ -214,14 +229,9 @@ class ProgramSession:
                 f"options must be a RunOptions (looprt's or TF's), got {type(options).__name__}"
             )
         if fetches is self._last_fetch:
-            plan: FetchPlan = self._last_plan  # type: ignore[assignment]
+            resolved: _Resolved = self._last_resolved  # type: ignore[assignment]
         else:
-            plan = self._plans.plan(fetches)
-            if plan.resolved is None:
-                plan.resolved = _Resolved(plan, self.program)
-            if isinstance(fetches, Handle):
-                self._last_fetch, self._last_plan = fetches, plan
-        resolved: _Resolved = plan.resolved
+            resolved = self._resolved(fetches)
         if self._ended and resolved.trains is not None:
             raise TrainingEndedError(
                 f"fetching {fetches!r:.80} after training ended would run step "
@@ -230,13 +240,15 @@ class ProgramSession:
             )
         backend = self.backend
         inputs = self._feeds(feed_dict) if feed_dict else {}
-        values: list[Any] = [None] * len(plan.leaves)
-        for position, state in resolved.reads:
-            values[position] = backend.snapshot(state.value)
+        values: list[Any] | None = None
+        if resolved.reads:
+            values = [None] * len(resolved.plan.leaves)
+            for position, state in resolved.reads:
+                values[position] = backend.snapshot(state.value)
         results: dict[Step, Mapping[str, Any]] = {}
         from_feed = self._from_feed
-        for step, arguments in resolved.calls:
-            if self.program.pristine:
+        for step, fn, arguments, updates, advances in resolved.calls:
+            if self._may_be_pristine:
                 self._first_step(step)
             kwargs: dict[str, Any] = {}
             for param, fed, held in arguments:
@@ -247,20 +259,43 @@ class ProgramSession:
                 else:
                     kwargs[param] = _resolve(fed, inputs, from_feed)
             try:
-                returned = step.fn(**kwargs)
+                returned = fn(**kwargs)
             except Exception as error:
                 self._raise_translated(error)
                 raise
             # A dict is what most steps return: no need to ask Step.results to name it.
-            if type(returned) is not dict or step.updates:
+            if type(returned) is not dict or updates:
                 returned = self._assign(step, step.results(returned))
             results[step] = returned
-            if step.advance_global_step:
-                view = self._counter_view
-                if view is not None and self.program.global_step.value is self._counter:
-                    view[()] += 1  # the default counter, counted in place
+            if advances:
+                if self._global_step.value is self._counter and self._counter_view is not None:
+                    self._counter_view[()] += 1  # the default counter, counted in place
                 else:
                     self._advance()
+        if resolved.no_values:
+            return None
+        return self._values(resolved, inputs, results, values)
+
+    def _resolved(self, fetches: Any) -> _Resolved:
+        """The resolved plan of ``fetches``; kept as the last one when ``fetches`` is a handle."""
+        plan = self._plans.plan(fetches)
+        if plan.resolved is None:
+            plan.resolved = _Resolved(plan, self.program)
+        if isinstance(fetches, Handle):
+            self._last_fetch, self._last_resolved = fetches, plan.resolved
+        return plan.resolved  # type: ignore[no-any-return]
+
+    def _values(
+        self,
+        resolved: _Resolved,
+        inputs: dict[Input, Any],
+        results: dict[Step, Mapping[str, Any]],
+        values: list[Any] | None,
+    ) -> Any:
+        """A run's fetched outputs and inputs as host values, in the fetched structure."""
+        plan, backend = resolved.plan, self.backend
+        if values is None:
+            values = [None] * len(plan.leaves)
         for position, output in resolved.outputs:
             step_results = results[output.step]
             try:
@@ -273,14 +308,16 @@ class ProgramSession:
                 ) from None
             values[position] = backend.to_host(value)
         for position, handle in resolved.inputs:
-            value = inputs[handle] if handle in inputs else _resolve(handle, inputs, from_feed)
+            value = inputs[handle] if handle in inputs else _resolve(handle, inputs, self._from_feed)
             values[position] = backend.to_host(value)
         return plan.rebuild(values)
 
     def _first_step(self, step: Step) -> None:
-        """Before a step runs on a program where none has: the program may keep its initial values."""
-        if step is not self.program.initializer:
-            self.program.about_to_run()
+        """Before a step runs on a program where none may have: it may keep its initial values."""
+        program = self.program
+        if program.pristine and step is not program.initializer:
+            program.about_to_run()
+        self._may_be_pristine = program.pristine  # once False, it stays so
 
     def _assign(self, step: Step, results: Mapping[str, Any]) -> Mapping[str, Any]:
         """Assign the state ``step`` declares in ``updates`` from its ``results``."""
@@ -302,7 +339,7 @@ class ProgramSession:
 
     def _bind_counter(self) -> None:
         """Find how to count the live global step counter, if it is not the one known."""
-        counter = self.program.global_step.value
+        counter = self._global_step.value
         if counter is not self._counter:
             self._counter = counter
             self._counter_view = _counter_view(self.backend, counter)
@@ -310,7 +347,7 @@ class ProgramSession:
 
     def _advance(self) -> None:
         """Add one to the global step."""
-        if self.program.global_step.value is not self._counter:
+        if self._global_step.value is not self._counter:
             self._bind_counter()
         if self._counter_view is not None:
             self._counter_view[()] += 1

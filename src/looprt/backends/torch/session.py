@@ -2,8 +2,9 @@
 
 A ``ProgramSession`` that, until each replayed input has pulled its first
 item, records the random generators' states at the start of every run (see
-``inputs``): the states from which that input's iterator was created. Once
-every such input has started, runs go straight to ``ProgramSession.run``.
+``inputs``): the states from which that input's iterator was created, through
+``ProgramSession.run_through``. Once every such input has started, runs go
+straight to ``ProgramSession.run``.
 
 ``epoch_ends()`` tells ``HookedSession`` which inputs finished an epoch (an
 ``Epochs`` iterable knows), for hooks that define ``after_epoch``.
@@ -33,8 +34,8 @@ class TorchSession(ProgramSession):
             for handle in program.inputs.values()
             if callable(getattr(handle.iterable, "pop_epoch_ends", None))
         ]
-        if not self._unstarted:
-            self._go_direct()
+        if self._unstarted:
+            self.run_through = self._record_starts
 
     def epoch_ends(self) -> list[EpochEnd]:
         """The epochs each ``Epochs`` input finished since the previous call, in input order."""
@@ -47,11 +48,7 @@ class TorchSession(ProgramSession):
                 ends.extend(EpochEnd(handle.name, epoch, at) for epoch in epochs)
         return ends
 
-    def _go_direct(self) -> None:
-        # An instance attribute shadows the method below: no extra frame per run from now on.
-        vars(self)["run"] = super().run
-
-    def run(
+    def _record_starts(
         self,
         fetches: Any,
         feed_dict: Any = None,
@@ -62,9 +59,10 @@ class TorchSession(ProgramSession):
         pending = [handle for handle in self._unstarted if handle.position == 0]
         if pending:
             self._starts.capture(pending)
+        self.run_through = None
         try:
-            return super().run(fetches, feed_dict, options, run_metadata)
+            return self.run(fetches, feed_dict, options, run_metadata)
         finally:
             self._unstarted = [handle for handle in pending if handle.position == 0]
-            if not self._unstarted:
-                self._go_direct()
+            if self._unstarted:
+                self.run_through = self._record_starts
