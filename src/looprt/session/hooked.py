@@ -132,9 +132,7 @@ class HookedSession(WrappedSession):
             raise StopRequestedError("Run called even after should_stop requested.")
         sess = self._sess
         if not self._any_hooks:
-            return sess.run(
-                fetches=fetches, feed_dict=feed_dict, options=options, run_metadata=run_metadata
-            )
+            return sess.run(fetches, feed_dict, options, run_metadata)
         context = _RunContext(fetches, feed_dict, sess, self._global_step())
         # The common run, kept lean: no hook asks for anything and the caller passes no
         # options, so the caller's fetches go to the raw session untouched and every hook
@@ -149,7 +147,7 @@ class HookedSession(WrappedSession):
             index += 1
         if request is not None or options is not None or run_metadata is not None or not self._share_defaults:
             return self._merged_run(context, index, request, options, run_metadata)
-        result = sess.run(fetches=fetches, feed_dict=feed_dict, options=None, run_metadata=None)
+        result = sess.run(fetches, feed_dict)  # positional: the Session protocol's order
         values = self._default_values
         for after_run in self._after_run_methods:
             after_run(context, values)
