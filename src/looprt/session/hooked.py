@@ -133,7 +133,12 @@ class HookedSession(WrappedSession):
         sess = self._sess
         if not self._any_hooks:
             return sess.run(fetches, feed_dict, options, run_metadata)
-        context = _RunContext(fetches, feed_dict, sess, self._global_step())
+        context: _RunContext = _new_context(_RunContext)  # fields set here: no __init__ frame
+        context._fetches = fetches
+        context._feed_dict = feed_dict
+        context._session = sess
+        context._stop_requested = False
+        context.global_step = self._global_step()
         # The common run, kept lean: no hook asks for anything and the caller passes no
         # options, so the caller's fetches go to the raw session untouched and every hook
         # sees one shared SessionRunValues. The first hook that asks for something hands
@@ -263,18 +268,21 @@ class _Requests:
             merge_run_options(self.options, request.options)
 
 
+_new_context = object.__new__
+
+
 class _RunContext(SessionRunContext):
-    """The context ``HookedSession`` makes per run: ``original_args`` built on first read."""
+    """The context ``HookedSession`` makes per run: ``original_args`` built on first read.
+
+    ``HookedSession.run`` makes it with ``object.__new__`` and sets its fields
+    itself (``_fetches``, ``_feed_dict``, ``_session``, ``_stop_requested``,
+    ``global_step``): no ``__init__`` frame per run, and none of
+    ``SessionRunContext.__init__``, which needs a ``SessionRunArgs``.
+    """
 
     __slots__ = ("_fetches", "_feed_dict")
-
-    def __init__(self, fetches: Any, feed_dict: Any, session: Any, global_step: int | None) -> None:
-        # SessionRunContext.__init__ is skipped on purpose: it needs a SessionRunArgs.
-        self._fetches = fetches
-        self._feed_dict = feed_dict
-        self._session = session
-        self._stop_requested = False
-        self.global_step = global_step
+    _fetches: Any
+    _feed_dict: Any
 
     @property
     def original_args(self) -> SessionRunArgs:
