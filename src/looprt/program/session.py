@@ -153,11 +153,11 @@ class ProgramSession:
         self._feed_keys: dict[Any, Input] = {}
         self._closed = False
         self._ended = False
-        # The handle fetched by the last run and its plan: a loop that runs one train op
-        # skips the plan lookup. Only handles (immutable) are kept.
         # A subclass's wrapper of every run while it needs one (it sets this to None
         # around its own call of run): one attribute read a run, no extra frame after.
         self.run_through: Callable[..., Any] | None = None
+        # The handle fetched by the last run and its resolved plan: a loop that runs one
+        # train op skips the plan lookup. Only handles (immutable) are kept.
         self._last_fetch: Any = None
         self._last_resolved: _Resolved | None = None
         self._may_be_pristine = True  # until a run sees the program has run
