@@ -262,3 +262,61 @@ def test_the_session_reads_the_global_step_on_the_host_and_counts_a_replaced_cou
     sess.run(add)
     assert int(prog.global_step.value) == 8 and sess.global_step_value() == 8
     assert batch.position == 2
+
+
+def test_steps_get_their_bound_values_whatever_their_signature() -> None:
+    """Bound values are passed in order where the signature allows it, by name otherwise."""
+    prog = looprt.Program()
+    prog.state("w", np.ones(()))
+    prog.input("x", default=2.0)
+    seen: dict[str, Any] = {}
+
+    def record(name: str, **values: Any) -> dict[str, float]:
+        seen[name] = {key: float(value) for key, value in values.items()}
+        return {"out": 0.0}
+
+    @prog.step(outputs=("out",), advance_global_step=False)
+    def positional_only(x: float, w: np.ndarray, /) -> dict[str, float]:
+        return record("positional_only", x=x, w=w)
+
+    @prog.step(outputs=("out",), advance_global_step=False)
+    def reversed_order(w: np.ndarray, x: float) -> dict[str, float]:
+        return record("reversed_order", x=x, w=w)
+
+    @prog.step(outputs=("out",), advance_global_step=False)
+    def keyword_only(*, x: float, w: np.ndarray) -> dict[str, float]:
+        return record("keyword_only", x=x, w=w)
+
+    @prog.step(outputs=("out",), advance_global_step=False)
+    def default_between(x: float, scale: float = 10.0, w: Any = None) -> dict[str, float]:
+        return record("default_between", x=x * scale, w=w)
+
+    @prog.step(outputs=("out",), advance_global_step=False)
+    def with_var_args(x: float, *rest: Any, w: np.ndarray, **extra: Any) -> dict[str, float]:
+        assert not rest and not extra
+        return record("with_var_args", x=x, w=w)
+
+    class Callable:
+        def __call__(self, x: float, w: np.ndarray) -> dict[str, float]:
+            return record("callable_object", x=x, w=w)
+
+    callable_object = prog.step(outputs=("out",), name="callable_object", advance_global_step=False)(Callable())
+
+    steps = [positional_only, reversed_order, keyword_only, default_between, with_var_args, callable_object]
+    assert [step.keywords for step in steps] == [
+        None,
+        None,
+        ("x", "w"),
+        ("x", "w"),
+        ("x", "w"),
+        None,
+    ]
+    session(prog).run([step.out for step in steps], feed_dict={"x": 3.0})
+    assert seen == {
+        "positional_only": {"x": 3.0, "w": 1.0},
+        "reversed_order": {"x": 3.0, "w": 1.0},
+        "keyword_only": {"x": 3.0, "w": 1.0},
+        "default_between": {"x": 30.0, "w": 1.0},
+        "with_var_args": {"x": 3.0, "w": 1.0},
+        "callable_object": {"x": 3.0, "w": 1.0},
+    }

@@ -69,3 +69,13 @@ def test_a_fresh_timer_is_due_at_once_and_a_never_timer_never() -> None:
     timer.update_last_triggered_step(3)
     assert timer.due() == (math.inf, 15.0)
     assert NeverTriggerTimer().due() == (math.inf, None)
+
+
+def test_due_gives_a_python_int_for_a_numpy_step() -> None:
+    """A fetched global step is a NumPy integer; ``due`` gives a plain int to compare every run."""
+    import numpy as np
+
+    timer = looprt.SecondOrStepTimer(every_steps=100)
+    timer.update_last_triggered_step(np.int64(200))
+    due_step, due_time = timer.due()
+    assert (due_step, due_time) == (300, None) and type(due_step) is int

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 import time
 from collections.abc import Callable
 
@@ -81,7 +82,13 @@ class SecondOrStepTimer:
             return -math.inf, None
         if self._every_secs is not None:
             return math.inf, self._last_triggered_time + self._every_secs  # type: ignore[operator]
-        return last_step + self._every_steps, None  # type: ignore[operator]
+        step = last_step + self._every_steps  # type: ignore[operator]
+        try:
+            # A NumPy integer (a fetched global step) as a Python int: the hooks compare it
+            # every run, and a NumPy scalar comparison costs microseconds after a training step.
+            return operator.index(step), None
+        except TypeError:
+            return step, None
 
 
 class NeverTriggerTimer:

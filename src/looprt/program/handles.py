@@ -12,6 +12,7 @@ values for it, which the session assigns after the step.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -110,6 +111,20 @@ class State(Handle):
         self.initial: Any = None
 
 
+def _takes_in_order(fn: Callable[..., Any], bindings: Sequence[tuple[str, Handle]]) -> bool:
+    """Whether the bound parameters are ``fn``'s first ones, in order, each positional."""
+    if not bindings:
+        return True
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # no signature to read: pass by name
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return len(bindings) <= len(params) and all(
+        param.name == name and param.kind in positional for (name, _), param in zip(bindings, params)
+    )
+
+
 class Output(Handle):
     """One named result of a step; fetching it runs the step."""
 
@@ -141,6 +156,7 @@ class Step(Handle):
         "_outputs",
         "index",
         "_names",
+        "keywords",
     )
 
     kind = "step"
@@ -166,6 +182,10 @@ class Step(Handle):
         self.advance_global_step = advance_global_step
         self._outputs: dict[str, Output] = {}
         self.index = index
+        # How a session passes the bound values: positionally (None), or by these names.
+        self.keywords: tuple[str, ...] | None = (
+            None if _takes_in_order(fn, self.bindings) else tuple(param for param, _ in self.bindings)
+        )
 
     def __getitem__(self, key: str) -> Output:
         output = self._outputs.get(key)

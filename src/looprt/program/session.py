@@ -59,21 +59,23 @@ class _Resolved:
         self.steps = sorted(steps, key=lambda s: s.index)
         # The first step that advances the global step, which a run after end() refuses.
         self.trains = next((s for s in self.steps if s.advance_global_step), None)
-        # Per step, all a run reads of it: (step, its function, its arguments as
-        # (parameter, input or None, state or None), the state it updates, whether it advances
-        # the global step).
+        # Per step, all a run reads of it: (step, its function, its arguments as (input or
+        # None, state or None), the names they are passed by (None: in order), the state it
+        # updates, whether it advances the global step).
         self.calls = [
-            (step, step.fn, _arguments(step), step.updates, step.advance_global_step) for step in self.steps
+            (step, step.fn, _arguments(step), step.keywords, step.updates, step.advance_global_step)
+            for step in self.steps
         ]
         # A fetch of steps alone (a train op): the result is None, no value is converted.
         fetches_values = bool(self.reads or self.outputs or self.inputs)
         self.no_values = not fetches_values and plan.rebuild([None] * len(plan.leaves)) is None
 
 
-def _arguments(step: Step) -> tuple[tuple[str, Input | None, State | None], ...]:
+def _arguments(step: Step) -> tuple[tuple[Input | None, State | None], ...]:
+    """Each bound parameter's source, in order: (input, None) or (None, state)."""
     return tuple(
-        (param, handle, None) if type(handle) is Input else (param, None, handle)  # type: ignore[misc]
-        for param, handle in step.bindings
+        (handle, None) if type(handle) is Input else (None, handle)  # type: ignore[misc]
+        for _, handle in step.bindings
     )
 
 
@@ -247,19 +249,21 @@ class ProgramSession:
                 values[position] = backend.snapshot(state.value)
         results: dict[Step, Mapping[str, Any]] = {}
         from_feed = self._from_feed
-        for step, fn, arguments, updates, advances in resolved.calls:
+        for step, fn, arguments, keywords, updates, advances in resolved.calls:
             if self._may_be_pristine:
                 self._first_step(step)
-            kwargs: dict[str, Any] = {}
-            for param, fed, held in arguments:
+            args: list[Any] = []
+            for fed, held in arguments:
                 if fed is None:
-                    kwargs[param] = held.value  # type: ignore[union-attr]
+                    args.append(held.value)  # type: ignore[union-attr]
                 elif fed in inputs:
-                    kwargs[param] = inputs[fed]
+                    args.append(inputs[fed])
                 else:
-                    kwargs[param] = _resolve(fed, inputs, from_feed)
+                    args.append(_resolve(fed, inputs, from_feed))
             try:
-                returned = fn(**kwargs)
+                # In order where the function allows (a call by keyword costs about 1 us more
+                # after a training step; benchmarks/bench_cold.py).
+                returned = fn(*args) if keywords is None else fn(**dict(zip(keywords, args, strict=True)))
             except Exception as error:
                 self._raise_translated(error)
                 raise

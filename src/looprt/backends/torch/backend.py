@@ -21,10 +21,9 @@ What it does for the runtime:
 
 from __future__ import annotations
 
-import functools
 import os
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,7 +32,7 @@ import torch
 from looprt.backends.torch import distributed, inputs, rng, state
 from looprt.backends.torch.errors import translate
 from looprt.backends.torch.session import TorchSession
-from looprt.backends.torch.values import to_device, to_host
+from looprt.backends.torch.values import feeder, to_device, to_host
 from looprt.program.backend import ProgramBackend
 
 if TYPE_CHECKING:
@@ -73,8 +72,6 @@ class TorchBackend(ProgramBackend):
         self._starts: weakref.WeakKeyDictionary[Program, inputs.InputStarts] = weakref.WeakKeyDictionary()
         # On the chief: the ranks' generator states of the checkpoint just restored, for the workers.
         self._rng_ranks: weakref.WeakKeyDictionary[Program, dict[int, Any]] = weakref.WeakKeyDictionary()
-        # Called once per pulled batch: one Python frame instead of two (see from_feed).
-        self.from_feed = functools.partial(to_device, device=self.device)  # type: ignore[method-assign]
 
     def __repr__(self) -> str:
         return f"TorchBackend(device={None if self.device is None else str(self.device)!r})"
@@ -94,8 +91,12 @@ class TorchBackend(ProgramBackend):
         return to_host(value)
 
     def from_feed(self, value: Any) -> Any:
-        """A fed or pulled value on the device (instances call ``to_device`` directly)."""
+        """A fed or pulled value on the device."""
         return to_device(value, self.device)
+
+    def feed_converter(self) -> Callable[[Any], Any]:
+        """``from_feed`` as one frame a pulled batch (``values.feeder``), not two through the method."""
+        return feeder(self.device)
 
     def translate_error(self, error: BaseException) -> BaseException | None:
         return translate(error)

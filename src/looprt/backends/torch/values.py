@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["cpu_copy", "to_device", "to_host", "to_numpy"]
+__all__ = ["cpu_copy", "feeder", "to_device", "to_host", "to_numpy"]
 
 _PLAIN = (int, float, bool, str, bytes, complex, type(None))
+_Tensor = torch.Tensor  # read on every pulled batch: a module global, not an attribute of torch
 _NUMERIC_KINDS = frozenset("biufc")
 
 
@@ -68,13 +69,13 @@ def to_host(value: Any) -> Any:
     return value
 
 
-def to_device(value: Any, device: torch.device | None) -> Any:
+def to_device(value: Any, device: torch.device | None = None) -> Any:
     """A fed or pulled value as a step gets it (see the module docstring)."""
-    if device is None and type(value) in (tuple, list):
+    if device is None and (type(value) is tuple or type(value) is list):
         # A DataLoader's usual batch, with nowhere to move it: once per step, kept cheap
         # (a loop, not all() over a generator, which costs a frame per item).
         for item in value:
-            if type(item) is not torch.Tensor:
+            if type(item) is not _Tensor:
                 break
         else:
             return value
@@ -88,6 +89,21 @@ def to_device(value: Any, device: torch.device | None) -> Any:
     if isinstance(value, (dict, list, tuple)):
         return _map_structure(lambda item: to_device(item, device), value)
     return value
+
+
+def feeder(device: torch.device | None) -> Callable[[Any], Any]:
+    """``to_device`` for one ``device`` as a function of the value: what a session calls on every feed.
+
+    Cheap after a training step has left the caches cold: no ``functools.partial``
+    with a keyword (about 3 µs then, against 1 µs for this; benchmarks/bench_cold.py).
+    """
+    if device is None:
+        return to_device
+
+    def feed(value: Any) -> Any:
+        return to_device(value, device)
+
+    return feed
 
 
 def cpu_copy(value: Any) -> Any:
