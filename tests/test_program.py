@@ -320,3 +320,28 @@ def test_steps_get_their_bound_values_whatever_their_signature() -> None:
         "with_var_args": {"x": 3.0, "w": 1.0},
         "callable_object": {"x": 3.0, "w": 1.0},
     }
+
+
+def test_any_mapping_a_step_returns_names_its_outputs() -> None:
+    """A Mapping of any type (not only a dict) names outputs, also on later runs; other values are values."""
+    import collections
+    import types
+
+    prog = looprt.Program()
+    returns: list[Any] = [
+        collections.OrderedDict(loss=1.0),
+        types.MappingProxyType({"loss": 2.0}),
+        collections.OrderedDict(loss=3.0),
+    ]
+
+    @prog.step(outputs=("loss",))
+    def train() -> Any:
+        return returns.pop(0)
+
+    @prog.step(outputs=("pair",), advance_global_step=False)
+    def evaluate() -> Any:
+        return (4.0, 5.0)  # one output: the tuple is its value
+
+    sess = session(prog)
+    assert [sess.run(train.loss) for _ in range(3)] == [1.0, 2.0, 3.0]
+    assert sess.run(evaluate.pair) == (4.0, 5.0)

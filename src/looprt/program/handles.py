@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from looprt.errors import FetchError, OutOfRangeError
 
@@ -109,6 +109,23 @@ class State(Handle):
         super().__init__(program, name)
         self.value = value
         self.initial: Any = None
+
+
+# Whether values of a type are mappings, by type: ``isinstance(x, Mapping)`` goes through
+# the ABC's caches, about 14 us for a step's bare value right after a training step
+# (benchmarks/bench_cold.py); a dict lookup by type costs a fraction of that. A type
+# registered with ``Mapping`` after a step has returned it is not seen as one.
+_MAPPING_TYPES: dict[type, bool] = {}
+
+
+def _is_mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
+    kind = type(value)
+    known = _MAPPING_TYPES.get(kind)
+    if known is None:
+        known = isinstance(value, Mapping)
+        if len(_MAPPING_TYPES) < 256:  # bounded: types made on the fly are not all kept
+            _MAPPING_TYPES[kind] = known
+    return known
 
 
 def _takes_in_order(fn: Callable[..., Any], bindings: Sequence[tuple[str, Handle]]) -> bool:
@@ -224,7 +241,7 @@ class Step(Handle):
         names = self._names
         if returned is None and not names:
             return {}
-        if isinstance(returned, Mapping):
+        if _is_mapping(returned):
             return returned
         if len(names) == 1:
             return {names[0]: returned}
