@@ -6,7 +6,11 @@ train past the end, and when the program keeps a copy of the initial state.
 
 from __future__ import annotations
 
+import functools
 import logging
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +90,184 @@ def test_in_place_updates_reading_immutable_state_and_nested_scopes_are_accepted
     sess = session(prog)
     assert sess.run(train.loss) == 0.0
     np.testing.assert_array_equal(sess.run(w), [0.5, -0.5])
+
+
+def test_the_issues_example_is_caught_with_no_source_file_to_read() -> None:
+    # `python -c`: no file holds the step's source, its compiled code is checked all the same.
+    code = textwrap.dedent(
+        """
+        import numpy as np, looprt
+        prog = looprt.Program()
+        w = prog.state("w", np.zeros(2)); b = prog.state("b", 0.0)
+        @prog.step(outputs=("loss",))
+        def train(w, b):
+            w = w - 1.0
+            b += 1
+            return {"loss": float(w.sum())}
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "StateUpdateError: step 'train': `w = ...` (line 7) binds a new object" in done.stderr
+
+
+def test_every_way_of_writing_a_step_is_checked() -> None:
+    class Scaled:
+        def __init__(self) -> None:
+            self.scale = 2.0
+
+        def method(self, w: np.ndarray) -> None:
+            w = w * self.scale
+
+        def __call__(self, w: np.ndarray) -> None:
+            w = w * self.scale
+
+    def scaled(w: np.ndarray, scale: float) -> None:
+        w = w * scale
+
+    def decorated(f: Any) -> Any:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return f(*args, **kwargs)
+
+        return wrapper
+
+    @decorated
+    def wrapped(w: np.ndarray) -> None:
+        w = w * 2.0
+
+    lam = lambda w: (w := w * 2.0)  # noqa: E731 - a lambda is the point
+    steps = {
+        "lambda": lam,
+        "method": Scaled().method,
+        "object": Scaled(),
+        "partial": functools.partial(scaled, scale=2.0),
+        "wrapped": wrapped,
+    }
+    for name, fn in steps.items():
+        prog = looprt.Program()
+        prog.state("w", np.zeros(2))
+        with pytest.raises(StateUpdateError, match=rf"step {name!r}: `.*w \* .*` \(line \d+\) binds"):
+            prog.step(fn, name=name)
+
+
+def test_every_statement_that_binds_the_name_is_a_rebinding() -> None:
+    prog = looprt.Program()
+    prog.state("w", np.zeros(2))
+    sources = {
+        "import": "import math as w",
+        "match": "match 1:\n        case w:\n            pass",
+        "except": "try:\n        pass\n    except Exception as w:\n        pass",
+        "for": "for w in range(2):\n        pass",
+        "with": "with open(__file__) as w:\n        pass",
+        "unpack": "w, = (w * 2,)",
+    }
+    for kind, body in sources.items():
+        namespace: dict[str, Any] = {}
+        exec(f"def by_{kind}(w):\n    {body}\n", namespace)
+        with pytest.raises(StateUpdateError, match=rf"step 'by_{kind}': .*local name 'w'"):
+            prog.step(namespace[f"by_{kind}"])
+
+
+def test_a_nested_function_rebinding_a_state_parameter_is_caught() -> None:
+    prog = looprt.Program()
+    prog.state("w", np.zeros(2))
+    with pytest.raises(StateUpdateError, match=r"`w = w - 1.0` \(line \d+, in the nested function 'shrink'\)"):
+
+        @prog.step
+        def train(w: np.ndarray) -> None:
+            def shrink() -> None:
+                nonlocal w
+                w = w - 1.0
+
+            shrink()
+
+
+def test_a_wrapped_step_rebinding_the_state_it_closes_over_is_caught() -> None:
+    w = np.zeros(2)
+    b = 0.0
+
+    def rebinds() -> float:
+        nonlocal w
+        w = w - 1.0
+        return float(w.sum())
+
+    with pytest.raises(StateUpdateError, match=r"the closed-over name 'w'.*take the state as a parameter"):
+        looprt.wrap(rebinds, state={"w": w})
+
+    def counts() -> None:
+        nonlocal b
+        b += 1
+
+    with pytest.raises(StateUpdateError, match=r"state 'b' is a float.*`b \+= 1`.*the closed-over name"):
+        looprt.wrap(counts, state={"b": b})
+
+    def in_place() -> None:
+        nonlocal w
+        w += 1.0  # an array: changes the state itself
+
+    step = looprt.wrap(in_place, state={"w": w})
+    sess = session(step.program)
+    sess.run(step)
+    np.testing.assert_array_equal(sess.run(step.program.states["w"]), [1.0, 1.0])
+
+    other = 0.0
+
+    def another_name() -> None:
+        nonlocal other
+        other += 1  # not the state: a name of its own
+
+    looprt.wrap(another_name, state={"b": b})
+
+
+GLOBAL_W = np.zeros(2)
+
+
+def test_a_step_rebinding_the_global_that_holds_its_state_is_caught() -> None:
+    def rebinds() -> None:
+        global GLOBAL_W  # noqa: PLW0603 - the trap under test
+        GLOBAL_W = GLOBAL_W - 1.0
+
+    with pytest.raises(StateUpdateError, match=r"the global name 'GLOBAL_W'"):
+        looprt.wrap(rebinds, state={"GLOBAL_W": GLOBAL_W})
+    looprt.wrap(rebinds, state={"GLOBAL_W": np.zeros(2)})  # another object: not caught
+
+
+def test_a_functional_update_may_not_turn_state_another_step_updates_in_place_immutable() -> None:
+    prog = looprt.Program()
+    w = prog.state("w", np.ones(()))
+
+    @prog.step(updates=("w",), advance_global_step=False)
+    def halve(w: np.ndarray) -> dict[str, Any]:
+        return {"w": w * 0.5}  # a NumPy scalar, not a 0-d array
+
+    @prog.step
+    def bump(w: np.ndarray) -> None:
+        w += 1.0
+
+    sess = session(prog)
+    sess.run(bump)
+    with pytest.raises(StateUpdateError, match=r"step 'halve' returned a float64 .* step 'bump' .*`w \+= 1.0`"):
+        sess.run(halve)
+    assert sess.run(w) == 2.0  # kept: the refused value was not assigned
+
+
+def test_a_functional_update_keeping_state_mutable_mixes_with_in_place_steps() -> None:
+    prog = looprt.Program()
+    w = prog.state("w", np.ones(()))
+
+    @prog.step(updates=("w",), advance_global_step=False)
+    def halve(w: np.ndarray) -> dict[str, Any]:
+        return {"w": np.asarray(w * 0.5)}
+
+    @prog.step
+    def bump(w: np.ndarray) -> None:
+        w += 1.0
+
+    sess = session(prog)
+    for step in (bump, bump, halve, bump):
+        sess.run(step)
+    assert sess.run(w) == 2.5
 
 
 def test_the_issues_example_trains_once_it_declares_its_updates() -> None:

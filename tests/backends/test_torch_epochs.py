@@ -94,6 +94,19 @@ def test_after_epoch_comes_after_the_run_that_ends_the_epoch_and_before_every_af
     assert sum(e[1] == "after_run" for e in events) == 20  # ten runs; the eleventh ran out
 
 
+def test_the_torch_session_offers_every_optional_protocol_hooked_session_relies_on() -> None:
+    prog = looprt.Program(backend="torch")
+    raw = prog.backend.create_session(prog)
+    for protocol in (
+        looprt.backends.CountingSession,
+        looprt.backends.EndableSession,
+        looprt.backends.EpochSession,
+    ):
+        assert isinstance(raw, protocol), protocol.__name__
+    numpy = looprt.Program()
+    assert not isinstance(numpy.backend.create_session(numpy), looprt.backends.EpochSession)
+
+
 def build(directory: str, last_step: int, stop_at: int | None = None) -> tuple[list[float], list[float]]:
     """Train with an LR scheduler stepped and a test pass run at each epoch's end."""
     torch.manual_seed(0)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from looprt.program.program import Program
     from looprt.session.scaffold import Scaffold
 
-__all__ = ["Backend", "CountingSession", "EndableSession", "Session"]
+__all__ = ["Backend", "CountingSession", "EndableSession", "EpochSession", "Session"]
 
 
 @runtime_checkable
@@ -59,6 +59,18 @@ class EndableSession(Session, Protocol):
     """
 
     def end_training(self) -> None: ...
+
+
+@runtime_checkable
+class EpochSession(Session, Protocol):
+    """A session that reports the epochs its runs ended (optional; the torch backend's does).
+
+    ``HookedSession`` calls ``epoch_ends()`` after each run, when a hook
+    defines ``after_epoch``, and calls ``after_epoch(run_context, end)`` for
+    each ``looprt.hooks.EpochEnd`` it returns (empty: no epoch ended).
+    """
+
+    def epoch_ends(self) -> list[Any]: ...
 
 
 class Backend(Protocol):

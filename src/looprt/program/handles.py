@@ -98,10 +98,13 @@ class State(Handle):
 
     ``initial`` is a copy of the value the state is initialized with, taken
     only while a later session could need it (see ``Program.initializer``);
-    None when no copy is held.
+    None when no copy is held. ``updated_in_place`` maps each step that
+    changes the state with an augmented assignment (``w += g``) to where it
+    does: a functional update must keep such state a value that changes in
+    place.
     """
 
-    __slots__ = ("value", "initial")
+    __slots__ = ("value", "initial", "updated_in_place")
 
     kind = "state"
 
@@ -109,6 +112,7 @@ class State(Handle):
         super().__init__(program, name)
         self.value = value
         self.initial: Any = None
+        self.updated_in_place: dict[str, str] = {}
 
 
 # Whether values of a type are mappings, by type: ``isinstance(x, Mapping)`` goes through

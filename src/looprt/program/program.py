@@ -233,8 +233,11 @@ class Program:
                     f"of {self.name!r} (inputs: {', '.join(self.inputs) or 'none'}; "
                     f"state: {', '.join(self.states)})"
                 )
-        states = {param: h.value for param, h in bindings if isinstance(h, State)}
-        check_rebinding(step_name, fn, states, updated, self.backend.updatable_in_place)
+        params = {param for param, h in bindings if isinstance(h, State)}
+        values = {name: state.value for name, state in self.states.items()}
+        in_place = check_rebinding(step_name, fn, values, params, updated, self.backend.updatable_in_place)
+        for name, site in in_place.items():
+            self.states[name].updated_in_place[step_name] = site
         return bindings
 
     def summary(self, tag: str, handle: Handle | str) -> None:

@@ -1,156 +1,224 @@
 """Catch, when a step is declared, state updates that would silently do nothing.
 
 A step gets its state by reference. Two ways of "updating" it change only a
-local name, so training runs, checkpoints are written, and the state never
-moves:
+name, so training runs, checkpoints are written, and the state never moves:
 
-* assigning to the parameter (``w = w - lr * g``): a new object is bound to
-  the local name;
+* assigning to the name (``w = w - lr * g``): a new object is bound to it;
 * an augmented assignment to state that cannot change in place (``b += 1``
   on a Python number, a tuple, a read-only array, a JAX array).
 
-``check_rebinding`` reads the step function's source and raises
-``StateUpdateError`` for either, unless the step declares the state in
-``updates`` (then it returns the new value and the session assigns it). A
-function whose source cannot be read (built in, generated, compiled) is not
-checked; nested functions and classes are their own scopes and are skipped.
+The name is a state parameter of the step, a parameter a nested function
+rebinds through ``nonlocal``, or a closed-over or global name holding the
+state under the state's own name (``looprt.wrap`` lets a step close over its
+state). ``check_rebinding`` reads the compiled function (its bytecode, which
+every Python function has, source or not) and raises ``StateUpdateError``
+for either case unless the step declares the state in ``updates`` (then it
+returns the new value and the session assigns it). It finds the function
+through ``functools.wraps``, ``functools.partial``, bound methods and
+callable objects; a function with no Python code (built in, a C extension)
+is not checked.
 """
 
 from __future__ import annotations
 
-import ast
+import bisect
+import dis
+import functools
 import inspect
-import textwrap
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+import io
+import linecache
+import tokenize
+import types
+from collections.abc import Callable, Collection, Iterator, Mapping
+from typing import Any, NamedTuple
 
 from looprt.errors import StateUpdateError
 
 __all__ = ["check_rebinding"]
 
-_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
+
+class _Store(NamedTuple):
+    """One instruction that binds a name: where, how, and in which code object."""
+
+    name: str
+    code: types.CodeType
+    offset: int
+    augmented: str | None  # the operator ("+=") of an augmented assignment, else None
+    scope: str  # "local", "nested" (a nested function's ``nonlocal``), "closed" or "global"
 
 
 def check_rebinding(
     step_name: str,
     fn: Callable[..., Any],
     states: Mapping[str, Any],
-    updates: set[str],
+    params: Collection[str],
+    updates: Collection[str],
     in_place: Callable[[Any], bool],
-) -> None:
-    """Raise ``StateUpdateError`` if ``fn`` rebinds a state parameter it does not declare updated.
+) -> dict[str, str]:
+    """Raise ``StateUpdateError`` if ``fn`` rebinds state it does not declare updated.
 
-    ``states`` maps each parameter that takes state to the state's live
-    value; ``updates`` names the parameters the step returns new values for;
+    ``states`` maps the program's state names to their live values;
+    ``params`` are the parameters of ``fn`` that take the state of the same
+    name; ``updates`` names the state the step returns new values for;
     ``in_place(value)`` says whether an augmented assignment changes
-    ``value`` itself.
+    ``value`` itself. Returns, for each state the step changes with an
+    augmented assignment in place, where it does (``"`w += g` (line 12)"``),
+    so that a later value that cannot change in place is refused.
     """
-    watched = {name: value for name, value in states.items() if name not in updates}
-    if not watched:
-        return
-    node = _function_node(fn)
-    if node is None:
-        return
-    declared_elsewhere = _global_names(node)
-    for target, statement, augmented in _bindings(node):
-        if target not in watched or target in declared_elsewhere:
+    function = _python_function(fn)
+    if function is None:
+        return {}
+    code = function.__code__
+    in_place_sites: dict[str, str] = {}
+    for store in _stores(code, frozenset(params) & frozenset(code.co_cellvars)):
+        if store.name in updates or store.name not in states:
             continue
-        value = watched[target]
-        if augmented and in_place(value):
+        value = states[store.name]
+        if store.scope == "local" and store.name not in params:
+            continue  # a local variable under the state's name
+        if store.scope in ("closed", "global") and _current(function, store) is not value:
+            continue  # another object under the state's name: not the state
+        where = _WHERE[store.scope]
+        site = _site(store)
+        if store.augmented is not None and in_place(value):
+            in_place_sites.setdefault(store.name, site)
             continue
-        code = ast.get_source_segment(_source_of(fn), statement) or ast.unparse(statement)
-        code = code.strip().splitlines()[0]
-        line = statement.lineno + _first_line(fn) - 1
-        if augmented:
+        target = store.name
+        if store.augmented is not None:
             why = (
                 f"state {target!r} is a {type(value).__name__}, which cannot change in place, so "
-                f"`{code}` (line {line}) only rebinds the local name"
+                f"{site} only rebinds {where}"
             )
         else:
-            why = f"`{code}` (line {line}) binds a new object to the local name {target!r}"
+            why = f"{site} binds a new object to {where} {target!r}"
+        fix = (
+            f"declare updates=({target!r},) and return the new value under {target!r}"
+            if where == "the local name"
+            else f"take the state as a parameter named {target!r}, declare updates=({target!r},) "
+            f"and return the new value under {target!r}"
+        )
         raise StateUpdateError(
             f"step {step_name!r}: {why}; the state would never change. Update it in place "
             f"(`{target}[...] = ...`, `{target} -= ...` on an array, a module's parameters), "
-            f"or declare updates=({target!r},) and return the new value under {target!r}."
+            f"or {fix}."
         )
+    return in_place_sites
 
 
-def _source_of(fn: Callable[..., Any]) -> str:
-    return textwrap.dedent(inspect.getsource(inspect.unwrap(fn)))
+_MISSING = object()
+_WHERE = {
+    "local": "the local name",
+    "nested": "the local name",
+    "closed": "the closed-over name",
+    "global": "the global name",
+}
 
 
-def _first_line(fn: Callable[..., Any]) -> int:
-    try:
-        return inspect.getsourcelines(inspect.unwrap(fn))[1]
-    except (OSError, TypeError):
-        return 1
-
-
-def _function_node(fn: Callable[..., Any]) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
-    """The parsed definition of ``fn``, or None (no source, a lambda, a callable object)."""
-    target = inspect.unwrap(fn)
-    code = getattr(target, "__code__", None)
-    if code is None or code.co_name == "<lambda>":
-        return None  # a lambda has no statements: nothing can rebind
-    try:
-        tree = ast.parse(_source_of(fn))
-    except (OSError, TypeError, SyntaxError):
-        return None
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == code.co_name:
-            return node
+def _python_function(fn: Any) -> types.FunctionType | None:
+    """The Python function a call of ``fn`` runs (through wrappers, partials, methods, ``__call__``)."""
+    for _ in range(16):  # a bound on chains of wrappers
+        fn = inspect.unwrap(fn)
+        if isinstance(fn, types.FunctionType):
+            return fn
+        if isinstance(fn, functools.partial):
+            fn = fn.func
+        elif isinstance(fn, types.MethodType):
+            fn = fn.__func__
+        else:
+            call = getattr(type(fn), "__call__", None)  # noqa: B004 - the class's method, not callable()
+            if not isinstance(call, types.FunctionType):
+                return None  # built in, a C extension, a class
+            fn = call
     return None
 
 
-def _global_names(node: ast.AST) -> set[str]:
-    names: set[str] = set()
-    for child in _own_scope(node):
-        if isinstance(child, (ast.Global, ast.Nonlocal)):
-            names.update(child.names)
-    return names
+def _current(function: types.FunctionType, store: _Store) -> Any:
+    """The object a closed-over or global name of ``function`` holds now."""
+    if store.scope == "global":
+        return function.__globals__.get(store.name, _MISSING)
+    cell = (function.__closure__ or ())[function.__code__.co_freevars.index(store.name)]
+    try:
+        return cell.cell_contents
+    except ValueError:  # an empty cell
+        return _MISSING
 
 
-def _own_scope(node: ast.AST) -> Iterator[ast.AST]:
-    """Every node of the function's body, not descending into nested scopes."""
-    stack = list(ast.iter_child_nodes(node))
-    while stack:
-        child = stack.pop()
-        yield child
-        if not isinstance(child, _SCOPES):
-            stack.extend(ast.iter_child_nodes(child))
+def _stores(code: types.CodeType, shared: frozenset[str], nested: bool = False) -> Iterator[_Store]:
+    """Every name ``code`` binds, and the shared parameters its nested functions rebind.
+
+    ``shared`` names the step's parameters that nested code sees as cells;
+    in nested code only stores to those (``nonlocal``) are reported.
+    """
+    previous: dis.Instruction | None = None
+    cleared: set[str] = set()  # Python 3.12+: an inlined comprehension's own variables
+    for instruction in dis.get_instructions(code):
+        opname = instruction.opname
+        if opname == "LOAD_FAST_AND_CLEAR":
+            cleared.add(instruction.argval)
+        elif opname.startswith("STORE_FAST") or opname in ("STORE_DEREF", "STORE_GLOBAL"):
+            augmented = _augmented_operator(previous)
+            for name in _stored_names(instruction):
+                scope = _scope(opname, name, code, shared if nested else None)
+                if scope is not None and name not in cleared:
+                    yield _Store(name, code, instruction.offset, augmented, scope)
+        previous = instruction
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            inner = shared & frozenset(constant.co_freevars)
+            if inner:
+                yield from _stores(constant, inner, nested=True)
 
 
-_Binding = tuple[str, "ast.stmt | ast.expr", bool]
+def _scope(opname: str, name: str, code: types.CodeType, shared: frozenset[str] | None) -> str | None:
+    """Which name a store binds; None for a nested function's own names (``shared``: nested)."""
+    if shared is not None:
+        return "nested" if opname == "STORE_DEREF" and name in shared else None
+    if opname == "STORE_GLOBAL":
+        return "global"
+    if opname == "STORE_DEREF" and name in code.co_freevars:
+        return "closed"
+    return "local"
 
 
-def _bindings(node: ast.FunctionDef | ast.AsyncFunctionDef) -> Iterator[_Binding]:
-    """``(name, statement, augmented)`` for each name the function body binds."""
-    for child in _own_scope(node):
-        if not isinstance(child, (ast.stmt, ast.expr)):
-            continue
-        if isinstance(child, ast.Assign):
-            for target in child.targets:
-                yield from ((name, child, False) for name in _names(target))
-        elif isinstance(child, ast.AugAssign):
-            yield from ((name, child, True) for name in _names(child.target))
-        elif isinstance(child, ast.AnnAssign) and child.value is not None:
-            yield from ((name, child, False) for name in _names(child.target))
-        elif isinstance(child, ast.NamedExpr):
-            yield child.target.id, child, False
-        elif isinstance(child, (ast.For, ast.AsyncFor)):
-            yield from ((name, child, False) for name in _names(child.target))
-        elif isinstance(child, (ast.With, ast.AsyncWith)):
-            for item in child.items:
-                if item.optional_vars is not None:
-                    yield from ((name, child, False) for name in _names(item.optional_vars))
+def _stored_names(instruction: dis.Instruction) -> tuple[str, ...]:
+    value = instruction.argval
+    if instruction.opname == "STORE_FAST_LOAD_FAST":  # Python 3.13+: (stored, loaded)
+        return (value[0],) if isinstance(value, tuple) else (value,)
+    return tuple(value) if isinstance(value, tuple) else (value,)
 
 
-def _names(target: ast.AST) -> Iterator[str]:
-    """The plain names a target binds (``a``, ``a, (b, *c)``); ``a[0]`` and ``a.x`` bind none."""
-    if isinstance(target, ast.Name):
-        yield target.id
-    elif isinstance(target, (ast.Tuple, ast.List)):
-        for element in target.elts:
-            yield from _names(element)
-    elif isinstance(target, ast.Starred):
-        yield from _names(target.value)
+def _augmented_operator(instruction: dis.Instruction | None) -> str | None:
+    """``"+="`` if ``instruction`` is the operation of an augmented assignment, else None."""
+    if instruction is None:
+        return None
+    if instruction.opname == "BINARY_OP" and instruction.argrepr.endswith("="):  # Python 3.11+
+        return instruction.argrepr
+    if instruction.opname.startswith("INPLACE_"):  # Python 3.10
+        return "op="
+    return None
+
+
+def _site(store: _Store) -> str:
+    """``"`w = w - 1.0` (line 6)"``: the source line when it can be read, else the kind of binding."""
+    code = store.code
+    starts = sorted((offset, line) for offset, line in dis.findlinestarts(code) if line is not None)
+    index = bisect.bisect_right([offset for offset, _ in starts], store.offset) - 1
+    line = starts[index][1] if index >= 0 else code.co_firstlineno
+    text = _without_comment(linecache.getline(code.co_filename, line))
+    if not text:
+        text = f"{store.name} {store.augmented or '='} ..."
+    where = f"line {line}"
+    if store.scope == "nested":
+        where += f", in the nested function {code.co_name!r}"
+    return f"`{text}` ({where})"
+
+
+def _without_comment(line: str) -> str:
+    """``line`` stripped, less a trailing ``# comment``."""
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(line).readline):
+            if token.type == tokenize.COMMENT:
+                return line[: token.start[1]].strip()
+    except (tokenize.TokenError, SyntaxError):  # a line of a statement that spans several
+        pass
+    return line.strip()

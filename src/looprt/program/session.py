@@ -26,7 +26,7 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from looprt.errors import ClosedSessionError, FeedError, FetchError, TrainingEndedError
+from looprt.errors import ClosedSessionError, FeedError, FetchError, StateUpdateError, TrainingEndedError
 from looprt.program.handles import Handle, Input, Output, State, Step
 from looprt.program.program import Program
 from looprt.structure import FetchPlan, PlanCache
@@ -327,12 +327,15 @@ class ProgramSession:
         """Assign the state ``step`` declares in ``updates`` from its ``results``."""
         for state in step.updates:
             try:
-                state.value = results[state.name]
+                value = results[state.name]
             except KeyError:
                 raise FetchError(
                     f"step {step.name!r} declares updates of {state.name!r} but returned no "
                     f"{state.name!r} (it returned {', '.join(map(repr, results)) or 'nothing'})"
                 ) from None
+            if state.updated_in_place and not self.backend.updatable_in_place(value):
+                _refuse_immutable(step, state, value)
+            state.value = value
         return results
 
     def _raise_translated(self, error: Exception) -> None:
@@ -398,3 +401,14 @@ class ProgramSession:
             f"(inputs: {', '.join(program.inputs) or 'none'})"
         )
 
+
+def _refuse_immutable(step: Step, state: State, value: Any) -> None:
+    """Raise for a new value of ``state`` that a step updating it in place could not change."""
+    (other, site), *_ = state.updated_in_place.items()
+    raise StateUpdateError(
+        f"step {step.name!r} returned a {type(value).__name__} for state {state.name!r}, which "
+        f"cannot change in place, but step {other!r} updates {state.name!r} in place ({site}): "
+        f"that update would only rebind a local name. Return a value that changes in place "
+        f"(an array, not a NumPy scalar: np.asarray(...)), or declare updates=({state.name!r},) "
+        f"on step {other!r} too and return the new value there. The state keeps its value."
+    )

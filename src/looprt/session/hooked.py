@@ -10,10 +10,11 @@ untouched, with no merged structure built.
 
 Epoch ends (a looprt extension): hooks that define ``after_epoch(run_context,
 epoch_end)`` are called with each ``EpochEnd`` the raw session reports
-(``epoch_ends()``) after the raw run that pulled the epoch's last item and
-before every hook's ``after_run`` of that run, in hook order; so a
-checkpoint saved in that ``after_run`` holds the epoch-end work. With no such
-hook, runs cost nothing more (the call rides in the ``after_run`` list).
+(``epoch_ends()``, ``looprt.backends.EpochSession``) after the raw run that
+pulled the epoch's last item and before every hook's ``after_run`` of that
+run, in hook order; so a checkpoint saved in that ``after_run`` holds the
+epoch-end work. With no such hook, runs cost nothing more (the call rides in
+the ``after_run`` list).
 
 A raw session that reads its global step on the host
 (``looprt.backends.CountingSession``) has it read once before each run and
