@@ -38,7 +38,12 @@ skips it), each part in a fresh subprocess so that its peak RSS is its own:
   peak RSS, less the RSS before the model was built (the interpreter,
   torch, looprt), as a multiple of the model's size: at most
   ``BIG_PEAK_TARGET``. The parameters and one host copy of them (the
-  checkpoint being written or read) are 2x.
+  checkpoint being written or read) are 2x. It runs ``TORCH_MEMORY_RUNS``
+  times; the median run is the figure, and every run is shown with the
+  anonymous memory still held after the save beyond the model: in some
+  runs glibc keeps the freed host copy of the last save (``malloc_trim``
+  gives it back: not a leak), and the restore's memory-mapped file pages
+  then come on top of it (about 2.9x).
 * restore time: ``Saver.restore`` of a checkpoint of that size, as a
   multiple of the bare read of its payload (``torch.load`` of a torch
   model's, ``np.load`` of a NumPy program's state): at most
@@ -85,6 +90,10 @@ BIG_PEAK_TARGET = 2.2
 BIG_RESTORE_TARGET = 1.5
 BIG_STEPS = 3
 RESTORE_REPEATS = 3
+# The torch memory part runs this many times, each in a fresh process: glibc sometimes keeps
+# the freed host copy of the last save (released by malloc_trim; not a leak), and the restore's
+# file-backed pages then come on top of it. The median is the figure; every run is shown.
+TORCH_MEMORY_RUNS = 5
 
 
 class GlobalStepEveryHook(looprt.SessionRunHook):
@@ -127,6 +136,18 @@ def rss_mib() -> float | None:
     except OSError:
         return None
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def anon_rss_mib() -> float | None:
+    """Anonymous resident memory in MiB (Linux's ``RssAnon``: not file pages), else None."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def peak_rss_mib() -> float:
@@ -242,6 +263,7 @@ def torch_memory_child(mib: float, directory: str) -> dict[str, Any]:
     # about 74 MiB of torch's own modules (torch._dynamo and what it imports).
     torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1)
     base = rss_mib() or 0.0
+    base_anon = anon_rss_mib()
     layers, width = _layers(mib)
     model = torch.nn.Sequential(*(torch.nn.Linear(width, width) for _ in range(layers)))
     size = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
@@ -270,6 +292,8 @@ def torch_memory_child(mib: float, directory: str) -> dict[str, Any]:
         while not sess.should_stop():  # until the inputs run out
             sess.run(step)
     peaks["trained and saved"] = peak_rss_mib()
+    gc.collect()
+    anon = anon_rss_mib()
     path = looprt.latest_checkpoint(directory)
     looprt.Saver(step.program).restore(None, path)
     peaks["restored"] = peak_rss_mib()
@@ -280,6 +304,9 @@ def torch_memory_child(mib: float, directory: str) -> dict[str, Any]:
         "base_rss_mib": base,
         "peak_rss_mib": peaks,
         "multiple": (peaks["restored"] - base) / size,
+        # Anonymous memory held after the save, beyond the model: freed memory the allocator
+        # kept (about one checkpoint's worth in some runs), which the restore's pages add to.
+        "kept_after_save_mib": None if anon is None or base_anon is None else anon - base_anon - size,
         "steps": int(step.program.global_step.value),
         "checkpoint": os.path.basename(path or ""),
     }
@@ -373,12 +400,21 @@ def big_model(mib: float) -> dict[str, Any]:
     else:
         has_torch = True
     torch_restore = _child("restore-torch", mib) if has_torch else None
+    tried = [_child("torch-memory", mib) for _ in range(TORCH_MEMORY_RUNS)] if has_torch else []
+    runs = [r for r in tried if r is not None]
+    memory: dict[str, Any] | None = None
+    if runs:
+        memory = sorted(runs, key=lambda r: r["multiple"])[len(runs) // 2]  # the median run
+        memory = {
+            **memory,
+            "runs": [r["multiple"] for r in runs],
+            "kept": [r["kept_after_save_mib"] for r in runs],
+        }
     report: dict[str, Any] = {
         "mib": mib,
-        "torch_memory": _child("torch-memory", mib) if has_torch else None,
+        "torch_memory": memory,
         "restore": [r for r in (torch_restore, _child("restore-numpy", mib)) if r is not None],
     }
-    memory = report["torch_memory"]
     report["memory_met"] = None if memory is None else memory["multiple"] <= BIG_PEAK_TARGET
     report["restore_met"] = all(r["multiple"] <= BIG_RESTORE_TARGET for r in report["restore"])
     return report
@@ -398,8 +434,14 @@ def print_big_model(report: dict[str, Any]) -> None:
             f"peak RSS: session created {peaks['created']:.0f}, trained and saved "
             f"{peaks['trained and saved']:.0f}, restored {peaks['restored']:.0f} MiB"
         )
+        kept = ", ".join("-" if k is None else f"{k:.0f}" for k in memory["kept"])
         print(
-            f"  target: peak RSS over the base at most {BIG_PEAK_TARGET:g}x the model: "
+            f"  {len(memory['runs'])} runs, peak RSS over the base as a multiple of the model: "
+            f"{', '.join(f'{m:.2f}' for m in memory['runs'])}; freed memory the allocator kept "
+            f"after the save (MiB): {kept}"
+        )
+        print(
+            f"  target: peak RSS over the base at most {BIG_PEAK_TARGET:g}x the model, median run: "
             f"{memory['multiple']:.2f}x: {'MET' if report['memory_met'] else 'NOT MET'}"
         )
     for r in report["restore"]:

@@ -15,6 +15,7 @@ import termios
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import looprt
@@ -109,6 +110,38 @@ def test_a_directory_of_damaged_checkpoints_is_one_line_naming_them(tmp_path: Pa
     warned = [x for x in result.stderr.splitlines() if "CheckpointWarning: skipping checkpoint" in x]
     assert len(warned) == len(list(tmp_path.glob("model.ckpt-*")))
     assert all(re.match(r"\d{4}-\d\d-\d\d .* looprt\.cli WARNING CheckpointWarning: ", x) for x in warned)
+
+
+def test_evaluate_with_wrong_input_is_one_line(tmp_path: Path) -> None:
+    # Checkpoints of another program than the one evaluated: one line naming the way out.
+    prog = looprt.Program()
+    prog.state("w", np.zeros(2))
+    looprt.Saver(prog).save(None, str(tmp_path / "run" / "model.ckpt"), global_step=0)
+    result = looprt_command("evaluate", str(tmp_path / "run"), "--timeout", "1")
+    assert result.returncode == 1
+    line = one_error_line(result)
+    assert line.startswith(f"looprt: error: {tmp_path / 'run'}: its checkpoints do not fit the numpy demo's")
+    assert "unexpected ['w']" in line and line.endswith("pass --program MODULE:FUNCTION")
+    # A directory with no checkpoint (mistyped?) is said at once, not waited on in silence.
+    result = looprt_command("evaluate", str(tmp_path / "typo"), "--timeout", "0.5")
+    assert result.returncode == 1
+    assert f"no checkpoint in {tmp_path / 'typo'} yet (the directory does not exist)" in result.stderr
+    # A --program module that does not exist is a usage error like the other --program errors.
+    result = looprt_command("evaluate", str(tmp_path), "--program", "nosuch_module:fn")
+    assert result.returncode == 2
+    assert one_error_line(result) == "looprt: error: --program: ModuleNotFoundError: No module named 'nosuch_module'"
+
+
+def test_python_m_looprt_tf_with_a_missing_script_or_module_says_so_as_python_does(tmp_path: Path) -> None:
+    for args, status, message in (
+        (["nofile.py"], 2, f"can't open file '{tmp_path / 'nofile.py'}': [Errno 2] No such file or directory"),
+        (["-m", "nosuch.module"], 1, "No module named nosuch.module"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "looprt.tf", *args], capture_output=True, text=True, cwd=tmp_path,
+            timeout=120, check=False,
+        )
+        assert (result.returncode, result.stderr) == (status, f"python -m looprt.tf: {message}\n")
 
 
 def test_ctrl_c_saves_a_final_checkpoint_and_exits_130(tmp_path: Path) -> None:

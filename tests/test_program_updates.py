@@ -6,6 +6,7 @@ train past the end, and when the program keeps a copy of the initial state.
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import subprocess
@@ -268,6 +269,37 @@ def test_a_functional_update_keeping_state_mutable_mixes_with_in_place_steps() -
     for step in (bump, bump, halve, bump):
         sess.run(step)
     assert sess.run(w) == 2.5
+
+
+def test_a_result_holding_state_the_step_does_not_declare_updated_is_an_error() -> None:
+    prog = looprt.Program()
+    w = prog.state("w", np.zeros(2))
+    prog.state("b", 0.0)
+
+    @prog.step(outputs=("loss",))
+    def forgets(w: np.ndarray) -> dict[str, Any]:
+        return {"loss": 1.0, "w": w + 1}  # meant as an update, but not declared one
+
+    @prog.step(outputs=("loss", "w"), name="logs_w")
+    def logs_w(w: np.ndarray) -> dict[str, Any]:
+        return {"loss": 1.0, "w": w + 1}  # a declared output that shares the state's name
+
+    @prog.step(outputs=("loss",), updates=("w",), name="returns_b")
+    def returns_b(w: np.ndarray) -> tuple[Any, ...]:
+        return w + 1, 1.0
+
+    @prog.step(updates=("w",), name="mapping")
+    def mapping(w: np.ndarray) -> Any:
+        return collections.OrderedDict(w=w + 1, b=2.0)  # not a dict: Step.results names it
+
+    sess = session(prog)
+    with pytest.raises(StateUpdateError, match=r"step 'forgets' returned 'w', which is state it does not "):
+        sess.run(forgets.loss)
+    with pytest.raises(StateUpdateError, match=r"step 'mapping' returned 'b'.*updates=\('b',\)"):
+        sess.run(mapping)
+    np.testing.assert_array_equal(sess.run(w), [0.0, 0.0])  # nothing was assigned
+    assert sess.run(logs_w["w"]).tolist() == [1.0, 1.0] and sess.run(w).tolist() == [0.0, 0.0]
+    assert sess.run(returns_b.loss) == 1.0 and sess.run(w).tolist() == [1.0, 1.0]
 
 
 def test_the_issues_example_trains_once_it_declares_its_updates() -> None:

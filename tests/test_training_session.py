@@ -83,6 +83,12 @@ def test_no_directories_means_no_default_hooks() -> None:
         assert sess.run(train.loss) == 1.0
 
 
+def test_a_program_passed_as_the_scaffold_is_a_type_error_naming_the_fix() -> None:
+    prog, _ = program()
+    with pytest.raises(TypeError, match=r"must be a Scaffold, got Program \(write scaffold=looprt"):
+        looprt.MonitoredTrainingSession(scaffold=prog)  # type: ignore[arg-type]
+
+
 def test_worker_gets_only_its_hooks_and_waits_for_the_chief(tmp_path: Path) -> None:
     prog, train = program()
     scaffold = looprt.Scaffold(program=prog)

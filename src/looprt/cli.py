@@ -110,17 +110,31 @@ def _seconds(text: str) -> float:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from looprt.checkpoint import latest_checkpoint
     from looprt.evaluation.sidecar import load_evaluation_step, run_sidecar
 
     if os.path.exists(args.dir) and not os.path.isdir(args.dir):
         return _fail(f"{args.dir}: is a file, not a checkpoint directory", USAGE)
+    given = (ImportError,) if args.program else ()  # a missing module of --program's, not torch's
     try:
         step = load_evaluation_step(args.program, args.backend, args.seed)
-    except (ValueError, TypeError, AttributeError) as e:
+    except (ValueError, TypeError, AttributeError, *given) as e:
         return _fail(f"--program: {_one_line(e)}", USAGE)
-    count = run_sidecar(
-        args.dir, step, timeout=args.timeout, last_step=args.last_step, interval=args.interval
-    )
+    if latest_checkpoint(args.dir) is None:  # say so, or a mistyped directory looks like a hang
+        logging.getLogger(__name__).info(
+            "no checkpoint in %s yet%s: waiting for one (Ctrl-C to stop)",
+            args.dir, "" if os.path.isdir(args.dir) else " (the directory does not exist)",
+        )
+    try:
+        count = run_sidecar(
+            args.dir, step, timeout=args.timeout, last_step=args.last_step, interval=args.interval
+        )
+    except KeyError as e:  # the backends' "state does not match" (program.backend.load_state_dict)
+        whose = f"--program {args.program}" if args.program else f"the {args.backend} demo's program"
+        return _fail(
+            f"{args.dir}: its checkpoints do not fit {whose}: {e.args[0] if e.args else e}"
+            + ("" if args.program else "; for your own program, pass --program MODULE:FUNCTION")
+        )
     print(f"evaluated {count} checkpoint(s) of {args.dir}; summaries in {os.path.join(args.dir, 'eval')}")
     return 0 if count else FAILURE
 

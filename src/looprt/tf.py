@@ -9,6 +9,7 @@ after ``looprt.backends.tensorflow.install()`` has routed
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import runpy
 import sys
@@ -25,6 +26,12 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, file=sys.stderr if not args or args[0] == "-m" else sys.stdout)
         return 0 if args and args[0] in ("-h", "--help") else 2
 
+    missing = _missing(args)
+    if missing is not None:  # said as Python says it, before TensorFlow is imported
+        message, status = missing
+        print(f"python -m looprt.tf: {message}", file=sys.stderr)
+        return status
+
     from looprt.backends.tensorflow import install
 
     install()
@@ -36,6 +43,19 @@ def main(argv: list[str] | None = None) -> int:
         sys.path[0] = os.path.dirname(os.path.abspath(args[0]))
         runpy.run_path(args[0], run_name="__main__")
     return 0
+
+
+def _missing(args: list[str]) -> tuple[str, int] | None:
+    """Python's message and exit status when the script or module to run does not exist."""
+    if args[0] == "-m":
+        try:
+            found = importlib.util.find_spec(args[1]) is not None
+        except (ImportError, ValueError):  # a missing parent package, an empty name
+            found = False
+        return None if found else (f"No module named {args[1]}", 1)
+    if os.path.exists(args[0]):  # a script, or a folder or zip with __main__.py
+        return None
+    return f"can't open file {os.path.abspath(args[0])!r}: [Errno 2] No such file or directory", 2
 
 
 if __name__ == "__main__":

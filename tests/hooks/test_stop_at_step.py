@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -69,6 +70,20 @@ def count_runs(sess: Any, fetches: Any, limit: int = 50) -> int:
 def test_argument_errors(kwargs: dict[str, int], message: str) -> None:
     with pytest.raises(ValueError, match=f"^{message}$"):
         StopAtStepHook(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"last_step": "5"}, "last_step must be an int, got str '5'"),
+        ({"last_step": 2.5}, "last_step must be an int, got float 2.5"),
+        ({"num_steps": True}, "num_steps must be an int, got bool True"),
+    ],
+)
+def test_steps_that_are_not_whole_numbers_are_type_errors(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        StopAtStepHook(**kwargs)
+    StopAtStepHook(last_step=np.int64(5))  # NumPy integers are whole numbers
 
 
 @pytest.mark.parametrize(

@@ -51,11 +51,11 @@ class StopAtStepHook(SessionRunHook):
             raise ValueError("One of num_steps or last_step must be specified.")
         if num_steps is not None and last_step is not None:
             raise ValueError("Only one of num_steps or last_step can be specified.")
-        if num_steps is not None:
-            if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral):
-                raise TypeError(f"num_steps must be an int, got {type(num_steps).__name__}")
-            if num_steps < 0:
-                raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+        for name, value in (("num_steps", num_steps), ("last_step", last_step)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        if num_steps is not None and num_steps < 0:
+            raise ValueError(f"num_steps must be >= 0, got {num_steps}")
         self._num_steps = num_steps
         self._last_step: Any = last_step
         self._stop_at_start = bool(stop_at_start)

@@ -61,9 +61,17 @@ class _Resolved:
         self.trains = next((s for s in self.steps if s.advance_global_step), None)
         # Per step, all a run reads of it: (step, its function, its arguments as (input or
         # None, state or None), the names they are passed by (None: in order), the state it
-        # updates, whether it advances the global step).
+        # updates, whether it advances the global step, the names its result may not hold).
         self.calls = [
-            (step, step.fn, _arguments(step), step.keywords, step.updates, step.advance_global_step)
+            (
+                step,
+                step.fn,
+                _arguments(step),
+                step.keywords,
+                step.updates,
+                step.advance_global_step,
+                _strays(step, program),
+            )
             for step in self.steps
         ]
         # A fetch of steps alone (a train op): the result is None, no value is converted.
@@ -77,6 +85,16 @@ def _arguments(step: Step) -> tuple[tuple[Input | None, State | None], ...]:
         (handle, None) if type(handle) is Input else (None, handle)  # type: ignore[misc]
         for _, handle in step.bindings
     )
+
+
+def _strays(step: Step, program: Program) -> frozenset[str]:
+    """The names of state a result of ``step`` may not hold: it would be dropped, not assigned.
+
+    Every state the step does not declare in ``updates``, unless it declares
+    an output of that name.
+    """
+    kept = {state.name for state in step.updates} | set(step.declared or ())
+    return frozenset(name for name in program.states if name not in kept)
 
 
 def _handle_for(plan: FetchPlan, position: int, leaf: Any, program: Program) -> Handle:
@@ -249,7 +267,7 @@ class ProgramSession:
                 values[position] = backend.snapshot(state.value)
         results: dict[Step, Mapping[str, Any]] = {}
         from_feed = self._from_feed
-        for step, fn, arguments, keywords, updates, advances in resolved.calls:
+        for step, fn, arguments, keywords, updates, advances, strays in resolved.calls:
             if self._may_be_pristine:
                 self._first_step(step)
             args: list[Any] = []
@@ -269,7 +287,12 @@ class ProgramSession:
                 raise
             # A dict is what most steps return: no need to ask Step.results to name it.
             if type(returned) is not dict or updates:
-                returned = self._assign(step, step.results(returned))
+                returned = step.results(returned)
+                if not strays.isdisjoint(returned):
+                    _refuse_strays(step, strays, returned)
+                self._assign(step, returned)
+            elif not strays.isdisjoint(returned):
+                _refuse_strays(step, strays, returned)
             results[step] = returned
             if advances:
                 if self._global_step.value is self._counter and self._counter_view is not None:
@@ -323,7 +346,7 @@ class ProgramSession:
             program.about_to_run()
         self._may_be_pristine = program.pristine  # once False, it stays so
 
-    def _assign(self, step: Step, results: Mapping[str, Any]) -> Mapping[str, Any]:
+    def _assign(self, step: Step, results: Mapping[str, Any]) -> None:
         """Assign the state ``step`` declares in ``updates`` from its ``results``."""
         for state in step.updates:
             try:
@@ -336,7 +359,6 @@ class ProgramSession:
             if state.updated_in_place and not self.backend.updatable_in_place(value):
                 _refuse_immutable(step, state, value)
             state.value = value
-        return results
 
     def _raise_translated(self, error: Exception) -> None:
         """Raise the looprt error the backend says ``error`` means; return if none."""
@@ -411,4 +433,16 @@ def _refuse_immutable(step: Step, state: State, value: Any) -> None:
         f"that update would only rebind a local name. Return a value that changes in place "
         f"(an array, not a NumPy scalar: np.asarray(...)), or declare updates=({state.name!r},) "
         f"on step {other!r} too and return the new value there. The state keeps its value."
+    )
+
+
+def _refuse_strays(step: Step, strays: frozenset[str], returned: Mapping[str, Any]) -> None:
+    """Raise for a result that holds state ``step`` does not declare updated: it would be dropped."""
+    names = sorted(strays.intersection(returned))
+    listed = ", ".join(map(repr, names))
+    raise StateUpdateError(
+        f"step {step.name!r} returned {listed}, which {'is' if len(names) == 1 else 'are'} state it "
+        f"does not declare updated: the value would be dropped and the state would never change. "
+        f"Declare updates=({', '.join(map(repr, names))},) to assign it, or, for an output of that "
+        f"name, declare it in outputs. None of the values the step returned was assigned."
     )

@@ -115,6 +115,11 @@ def MonitoredTrainingSession(
     ``StopSyncHook``) go after ``hooks``, and its chief-only hooks before
     ``chief_only_hooks``.
     """
+    if scaffold is not None and not isinstance(scaffold, Scaffold):
+        hint = " (write scaffold=looprt.Scaffold(program=prog))" if hasattr(scaffold, "steps") else ""
+        raise TypeError(
+            f"MonitoredTrainingSession scaffold must be a Scaffold, got {type(scaffold).__name__}{hint}"
+        )
     return training_session(  # type: ignore[no-any-return]
         default_parts(),
         master,
