@@ -106,7 +106,7 @@ def _init_fields(t: type, kind: int) -> tuple[tuple[str, str], ...]:
 _fields_cache: dict[type, tuple[tuple[str, str], ...]] = {}
 
 
-def _walk(obj: Any, leaves: list[Any]) -> Any:
+def _walk(obj: Any, leaves: list[Any]) -> Any:  # noqa: PLR0911 - one return per kind of value
     """Append the leaves of ``obj`` to ``leaves``; return its shape."""
     t = type(obj)
     if t is dict:
@@ -195,7 +195,7 @@ def _codegen(shape: Any, index: Sequence[int]) -> Callable[[Sequence[Any]], Any]
         namespace[name] = value
         return name
 
-    def emit(s: Any) -> str:
+    def emit(s: Any) -> str:  # noqa: PLR0911 - one return per kind of value
         if s is _LEAF:
             return f"v[{next(positions)}]"
         t = s[0]
@@ -204,11 +204,11 @@ def _codegen(shape: Any, index: Sequence[int]) -> Callable[[Sequence[Any]], Any]
         if t is tuple:
             return "(" + "".join(emit(c) + ", " for c in s[1]) + ")"
         if t is dict:
-            items = "".join(f"{const(k)}: {emit(c)}, " for k, c in zip(s[1], s[2]))
+            items = "".join(f"{const(k)}: {emit(c)}, " for k, c in zip(s[1], s[2]))  # noqa: B905 - equal lengths by construction
             return "{" + items + "}"
         kind = _kind(t)
         if kind == _KIND_MAPPING:
-            pairs = "".join(f"({const(k)}, {emit(c)}), " for k, c in zip(s[1], s[2]))
+            pairs = "".join(f"({const(k)}, {emit(c)}), " for k, c in zip(s[1], s[2]))  # noqa: B905 - equal lengths by construction
             if s[3] is not None:
                 return f"{const(t)}({const(s[3][0])}, [{pairs}])"
             return f"{const(t)}([{pairs}])"
@@ -216,7 +216,7 @@ def _codegen(shape: Any, index: Sequence[int]) -> Callable[[Sequence[Any]], Any]
             return f"{const(t)}(" + "".join(emit(c) + ", " for c in s[1]) + ")"
         if kind == _KIND_SEQUENCE:
             return f"{const(t)}([" + "".join(emit(c) + ", " for c in s[1]) + "])"
-        kwargs = "".join(f"{alias}={emit(c)}, " for (_, alias), c in zip(s[1], s[2]))
+        kwargs = "".join(f"{alias}={emit(c)}, " for (_, alias), c in zip(s[1], s[2]))  # noqa: B905 - equal lengths by construction
         return f"{const(t)}({kwargs})"
 
     body = emit(shape)
@@ -239,14 +239,14 @@ def _closures(shape: Any, index: Sequence[int]) -> Callable[[Sequence[Any]], Any
             keys, extra = s[1], (s[3] if len(s) == 4 else None)
             if extra is not None:
                 factory = extra[0]
-                return lambda v: t(factory, zip(keys, [k(v) for k in kids]))
-            return lambda v: t(zip(keys, [k(v) for k in kids]))
+                return lambda v: t(factory, zip(keys, [k(v) for k in kids]))  # noqa: B905 - equal lengths by construction
+            return lambda v: t(zip(keys, [k(v) for k in kids]))  # noqa: B905 - equal lengths by construction
         if kind == _KIND_NAMEDTUPLE:
             return lambda v: t(*[k(v) for k in kids])
         if kind == _KIND_SEQUENCE:
             return lambda v: t([k(v) for k in kids])
         aliases = [alias for _, alias in s[1]]
-        return lambda v: t(**dict(zip(aliases, [k(v) for k in kids])))
+        return lambda v: t(**dict(zip(aliases, [k(v) for k in kids])))  # noqa: B905 - equal lengths by construction
 
     return build(shape)
 
@@ -268,7 +268,7 @@ class FetchPlan:
         self.leaves: tuple[Any, ...] = tuple(positions)
         all_paths = leaf_paths(structure)
         first: dict[int, str] = {}
-        for i, path in zip(index, all_paths):
+        for i, path in zip(index, all_paths):  # noqa: B905 - equal lengths by construction
             first.setdefault(i, path)
         self.paths: tuple[str, ...] = tuple(first[i] for i in range(len(self.leaves)))
         self.structure_repr = _short_repr(structure)
@@ -352,7 +352,7 @@ class PlanCache:
 def _unhashable(structure: Any) -> FetchError:
     leaves: list[Any] = []
     _walk(structure, leaves)
-    for leaf, path in zip(leaves, leaf_paths(structure)):
+    for leaf, path in zip(leaves, leaf_paths(structure)):  # noqa: B905 - equal lengths by construction
         try:
             hash(leaf)
         except Exception:  # noqa: BLE001 - a leaf's own __hash__ may raise anything

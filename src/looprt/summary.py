@@ -237,8 +237,8 @@ class SummaryWriterCache:
     writer (writers still held elsewhere then drop what they are given).
     """
 
-    _cache: dict[str, SummaryWriter] = {}
-    _options: dict[str, Mapping[str, Any]] = {}
+    _cache: dict[str, SummaryWriter] = {}  # noqa: RUF012 - a class-level default, never mutated
+    _options: dict[str, Mapping[str, Any]] = {}  # noqa: RUF012 - a class-level default, never mutated
     _lock = threading.RLock()
 
     @staticmethod

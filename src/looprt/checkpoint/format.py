@@ -145,7 +145,7 @@ def read_manifest(path: str) -> tuple[dict[str, Any] | None, str | None]:
     return parse_manifest(raw, os.path.basename(os.path.normpath(path)))
 
 
-def parse_manifest(raw: bytes, folder_name: str) -> tuple[dict[str, Any] | None, str | None]:
+def parse_manifest(raw: bytes, folder_name: str) -> tuple[dict[str, Any] | None, str | None]:  # noqa: PLR0911 - one return per kind of value
     """Manifest text ``raw`` of checkpoint ``folder_name``, parsed and schema-checked, or the problem."""
     try:
         manifest = json.loads(raw)

@@ -142,7 +142,7 @@ def _takes_in_order(fn: Callable[..., Any], bindings: Sequence[tuple[str, Handle
         return False
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     return len(bindings) <= len(params) and all(
-        param.name == name and param.kind in positional for (name, _), param in zip(bindings, params)
+        param.name == name and param.kind in positional for (name, _), param in zip(bindings, params)  # noqa: B905 - equal lengths by construction
     )
 
 
@@ -250,7 +250,7 @@ class Step(Handle):
         if len(names) == 1:
             return {names[0]: returned}
         if names and isinstance(returned, (tuple, list)) and len(returned) == len(names):
-            return dict(zip(names, returned))
+            return dict(zip(names, returned))  # noqa: B905 - equal lengths by construction
         expected = f" or a sequence of {len(names)} values for {names}" if names else ""
         raise TypeError(
             f"step {self.name!r} returned {type(returned).__name__}; it must return a "

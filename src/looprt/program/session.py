@@ -232,7 +232,7 @@ class ProgramSession:
         view = self._counter_view
         return None if view is None else view[()]
 
-    def run(
+    def run(  # noqa: PLR0912 - the one run path, kept in one function
         self,
         fetches: Any,
         feed_dict: Mapping[Any, Any] | None = None,

@@ -161,7 +161,7 @@ class HookedSession(WrappedSession):
             self._should_stop = True
         return result
 
-    def _merged_run(
+    def _merged_run(  # noqa: PLR0912 - the one run path, kept in one function
         self,
         context: _RunContext,
         first: int,
@@ -218,7 +218,7 @@ class HookedSession(WrappedSession):
             outputs = sess.run(
                 fetches=merged, feed_dict=feed_dict, options=options, run_metadata=run_metadata
             )
-            for key, after_run in zip(self._after_run_keys, self._after_run_methods):
+            for key, after_run in zip(self._after_run_keys, self._after_run_methods):  # noqa: B905 - equal lengths by construction
                 if key in merged:
                     after_run(context, _run_values((outputs[key], seen_options, seen_metadata)))
                 else:

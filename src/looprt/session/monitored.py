@@ -120,7 +120,7 @@ class _MonitoredSessionBase:
     # backends whose frameworks raise their own (TF) extend these in a subclass.
     recoverable_errors: tuple[type[BaseException], ...] = (AbortedError, UnavailableError)
     clean_end_errors: tuple[type[BaseException], ...] = (OutOfRangeError, StopIteration)
-    hooked_session_options: dict[str, Any] = {}
+    hooked_session_options: dict[str, Any] = {}  # noqa: RUF012 - a class-level default, never mutated
 
     def __init__(
         self,

@@ -51,7 +51,7 @@ class _Call:
         return (
             self.shape == other.shape
             and len(self.leaves) == len(other.leaves)
-            and all(a is b or (type(a) is str and a == b) for a, b in zip(self.leaves, other.leaves))
+            and all(a is b or (type(a) is str and a == b) for a, b in zip(self.leaves, other.leaves))  # noqa: B905 - equal lengths by construction
         )
 
     __hash__ = None  # type: ignore[assignment]

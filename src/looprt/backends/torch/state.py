@@ -34,7 +34,7 @@ from looprt.backends.torch.values import cpu_copy, to_numpy
 __all__ = ["check", "kind_of", "load", "saved_value", "snapshot"]
 
 
-def kind_of(value: Any) -> str:
+def kind_of(value: Any) -> str:  # noqa: PLR0911 - one return per kind of value
     """Which row of the module docstring's table ``value`` falls in."""
     if isinstance(value, np.ndarray):
         return "array"
@@ -130,14 +130,14 @@ def _check_optimizer(name: str, optimizer: torch.optim.Optimizer, saved: Any) ->
             f"the value to restore {len(saved_groups)}"
         )
     params: dict[Any, torch.Tensor] = {}
-    for index, (group, saved_group) in enumerate(zip(groups, saved_groups)):
+    for index, (group, saved_group) in enumerate(zip(groups, saved_groups)):  # noqa: B905 - equal lengths by construction
         ids = saved_group.get("params", ())
         if len(ids) != len(group["params"]):
             raise ValueError(
                 f"state {name!r}: parameter group {index} has {len(group['params'])} parameters, "
                 f"the value to restore {len(ids)}"
             )
-        params.update(zip(ids, group["params"]))
+        params.update(zip(ids, group["params"]))  # noqa: B905 - equal lengths by construction
     for param_id, entries in saved["state"].items():
         param = params.get(param_id)
         if param is None:

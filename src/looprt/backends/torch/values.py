@@ -106,7 +106,7 @@ def feeder(device: torch.device | None) -> Callable[[Any], Any]:
     return feed
 
 
-def cpu_copy(value: Any) -> Any:
+def cpu_copy(value: Any) -> Any:  # noqa: PLR0911 - one return per kind of value
     """A deep copy of ``value`` with every tensor copied to the CPU (dict metadata kept)."""
     if isinstance(value, torch.Tensor):
         return value.detach().to("cpu", copy=True)
