@@ -162,6 +162,8 @@ def test_ctrl_c_saves_a_final_checkpoint_and_exits_130(tmp_path: Path) -> None:
     assert match, err
     assert latest_checkpoint(str(tmp_path)) == str(tmp_path / f"model.ckpt-{match[1]}")
     assert int(match[1]) > 100
+    left = 10000000 - int(match[1])
+    assert f"to train the {left} steps left: looprt demo --backend numpy --dir {tmp_path} --steps {left}\n" in err
 
 
 # -- a real terminal -----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import contextlib
 import datetime
 import logging
 import os
+import shlex
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -55,9 +56,15 @@ def _demo(args: argparse.Namespace) -> int:
     )
     resumed = "resumed from" if result.first_step > 0 else "started at"
     if result.interrupted:
+        # --steps counts the steps of one run: the same command would train that many more.
+        left = result.first_step + args.steps - result.last_step
+        command = shlex.join(
+            ["looprt", "demo", "--backend", args.backend, "--dir", args.dir, "--steps", str(left)]
+            + (["--seed", str(args.seed)] if args.seed else [])
+        )
         print(
             f"interrupted: {resumed} step {result.first_step}, stopped at step {result.last_step} "
-            f"and saved a checkpoint there; run the same command to resume",
+            f"and saved a checkpoint there; to train the {left} steps left: {command}",
             file=sys.stderr,
         )
         return INTERRUPTED
