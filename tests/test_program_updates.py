@@ -7,6 +7,9 @@ train past the end, and when the program keeps a copy of the initial state.
 from __future__ import annotations
 
 import collections
+import decimal
+import dis
+import fractions
 import functools
 import logging
 import subprocess
@@ -170,6 +173,47 @@ def test_every_statement_that_binds_the_name_is_a_rebinding() -> None:
             prog.step(namespace[f"by_{kind}"])
 
 
+@pytest.mark.parametrize("value", [fractions.Fraction(1, 2), decimal.Decimal("0.5")], ids=["Fraction", "Decimal"])
+def test_augmented_assignment_to_a_type_without_an_in_place_method_is_caught(value: Any) -> None:
+    # Neither type is in the backend's list of immutable kinds: it has no __iadd__ to change in place.
+    prog = looprt.Program()
+    prog.state("t", value)
+    with pytest.raises(StateUpdateError, match=rf"state 't' is a {type(value).__name__}, which cannot change"):
+
+        @prog.step
+        def train(t: Any) -> None:
+            t += 1
+
+
+def test_a_comprehension_variable_named_like_the_state_hides_no_later_rebinding() -> None:
+    # Python 3.12+ inlines comprehensions: their variable is saved and restored around them.
+    prog = looprt.Program()
+    prog.state("w", np.zeros(2))
+    with pytest.raises(StateUpdateError, match=r"`w = w - 1.0 \+ squares\[0\]`"):
+
+        @prog.step
+        def train(w: np.ndarray) -> None:
+            squares = [w * w for w in range(3)]
+            w = w - 1.0 + squares[0]
+
+    @prog.step(name="reads")
+    def reads(w: np.ndarray) -> dict[str, Any]:
+        w += 1.0
+        return {"n": len({w: 0 for w in range(3)})}
+
+
+def test_a_long_step_updating_its_global_state_in_place_is_accepted() -> None:
+    # Past 256 names an instruction carries EXTENDED_ARG: the in-place `+=` must still be seen.
+    reads = "".join(f"    x = n{i}\n" for i in range(300))  # 300 global names before w
+    namespace: dict[str, Any] = {"w": np.zeros(2), **{f"n{i}": i for i in range(300)}}
+    exec(f"def train():\n    global w\n{reads}    w += 1.0\n", namespace)
+    assert any(i.opname == "EXTENDED_ARG" for i in dis.get_instructions(namespace["train"]))
+    step = looprt.wrap(namespace["train"], state={"w": namespace["w"]})
+    sess = session(step.program)
+    sess.run(step)
+    assert sess.run(step.program.states["w"]).tolist() == [1.0, 1.0]
+
+
 def test_a_nested_function_rebinding_a_state_parameter_is_caught() -> None:
     prog = looprt.Program()
     prog.state("w", np.zeros(2))
@@ -292,7 +336,13 @@ def test_a_result_holding_state_the_step_does_not_declare_updated_is_an_error() 
     def mapping(w: np.ndarray) -> Any:
         return collections.OrderedDict(w=w + 1, b=2.0)  # not a dict: Step.results names it
 
+    @prog.step(outputs=("loss",), name="logs_live")
+    def logs_live(w: np.ndarray) -> dict[str, Any]:
+        w += 0.0
+        return {"loss": 1.0, "w": w}  # the live object, changed in place: nothing is dropped
+
     sess = session(prog)
+    assert sess.run(logs_live.loss) == 1.0
     with pytest.raises(StateUpdateError, match=r"step 'forgets' returned 'w', which is state it does not "):
         sess.run(forgets.loss)
     with pytest.raises(StateUpdateError, match=r"step 'mapping' returned 'b'.*updates=\('b',\)"):

@@ -99,9 +99,9 @@ class State(Handle):
     ``initial`` is a copy of the value the state is initialized with, taken
     only while a later session could need it (see ``Program.initializer``);
     None when no copy is held. ``updated_in_place`` maps each step that
-    changes the state with an augmented assignment (``w += g``) to where it
-    does: a functional update must keep such state a value that changes in
-    place.
+    changes the state with an augmented assignment to where it does and the
+    operator (``("`w += g` (line 12)", "+=")``): a functional update must
+    keep such state a value that changes in place.
     """
 
     __slots__ = ("value", "initial", "updated_in_place")
@@ -112,7 +112,7 @@ class State(Handle):
         super().__init__(program, name)
         self.value = value
         self.initial: Any = None
-        self.updated_in_place: dict[str, str] = {}
+        self.updated_in_place: dict[str, tuple[str, str]] = {}
 
 
 # Whether values of a type are mappings, by type: ``isinstance(x, Mapping)`` goes through

@@ -236,8 +236,8 @@ class Program:
         params = {param for param, h in bindings if isinstance(h, State)}
         values = {name: state.value for name, state in self.states.items()}
         in_place = check_rebinding(step_name, fn, values, params, updated, self.backend.updatable_in_place)
-        for name, site in in_place.items():
-            self.states[name].updated_in_place[step_name] = site
+        for name, site_and_operator in in_place.items():
+            self.states[name].updated_in_place[step_name] = site_and_operator
         return bindings
 
     def summary(self, tag: str, handle: Handle | str) -> None:

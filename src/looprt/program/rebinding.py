@@ -17,6 +17,12 @@ returns the new value and the session assigns it). It finds the function
 through ``functools.wraps``, ``functools.partial``, bound methods and
 callable objects; a function with no Python code (built in, a C extension)
 is not checked.
+
+Two more ways are caught when a step runs (``ProgramSession`` calls these):
+a result that holds state the step does not declare in ``updates``
+(``refuse_strays``: the value would be dropped), and a functional update
+that makes state another step changes with ``+=`` a value that cannot
+change in place (``check_in_place``).
 """
 
 from __future__ import annotations
@@ -30,11 +36,15 @@ import linecache
 import tokenize
 import types
 from collections.abc import Callable, Collection, Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from looprt.errors import StateUpdateError
 
-__all__ = ["check_rebinding"]
+if TYPE_CHECKING:
+    from looprt.program.handles import State, Step
+    from looprt.program.program import Program
+
+__all__ = ["changes_in_place", "check_in_place", "check_rebinding", "refuse_strays", "stray_names"]
 
 
 class _Store(NamedTuple):
@@ -54,7 +64,7 @@ def check_rebinding(
     params: Collection[str],
     updates: Collection[str],
     in_place: Callable[[Any], bool],
-) -> dict[str, str]:
+) -> dict[str, tuple[str, str]]:
     """Raise ``StateUpdateError`` if ``fn`` rebinds state it does not declare updated.
 
     ``states`` maps the program's state names to their live values;
@@ -62,14 +72,15 @@ def check_rebinding(
     name; ``updates`` names the state the step returns new values for;
     ``in_place(value)`` says whether an augmented assignment changes
     ``value`` itself. Returns, for each state the step changes with an
-    augmented assignment in place, where it does (``"`w += g` (line 12)"``),
-    so that a later value that cannot change in place is refused.
+    augmented assignment in place, where it does and with which operator
+    (``("`w += g` (line 12)", "+=")``), so that a later value that cannot
+    change in place is refused.
     """
     function = _python_function(fn)
     if function is None:
         return {}
     code = function.__code__
-    in_place_sites: dict[str, str] = {}
+    in_place_sites: dict[str, tuple[str, str]] = {}
     for store in _stores(code, frozenset(params) & frozenset(code.co_cellvars)):
         if store.name in updates or store.name not in states:
             continue
@@ -80,8 +91,8 @@ def check_rebinding(
             continue  # another object under the state's name: not the state
         where = _WHERE[store.scope]
         site = _site(store)
-        if store.augmented is not None and in_place(value):
-            in_place_sites.setdefault(store.name, site)
+        if store.augmented is not None and changes_in_place(value, store.augmented, in_place):
+            in_place_sites.setdefault(store.name, (site, store.augmented))
             continue
         target = store.name
         if store.augmented is not None:
@@ -149,24 +160,72 @@ def _stores(code: types.CodeType, shared: frozenset[str], nested: bool = False) 
     ``shared`` names the step's parameters that nested code sees as cells;
     in nested code only stores to those (``nonlocal``) are reported.
     """
+    instructions = [i for i in dis.get_instructions(code) if i.opname != "EXTENDED_ARG"]
     previous: dis.Instruction | None = None
-    cleared: set[str] = set()  # Python 3.12+: an inlined comprehension's own variables
-    for instruction in dis.get_instructions(code):
+    comprehensions = _InlinedComprehensions()
+    for index, instruction in enumerate(instructions):
         opname = instruction.opname
-        if opname == "LOAD_FAST_AND_CLEAR":
-            cleared.add(instruction.argval)
-        elif opname.startswith("STORE_FAST") or opname in ("STORE_DEREF", "STORE_GLOBAL"):
+        if opname.startswith("STORE_FAST") or opname in ("STORE_DEREF", "STORE_GLOBAL"):
             augmented = _augmented_operator(previous)
             for name in _stored_names(instruction):
                 scope = _scope(opname, name, code, shared if nested else None)
-                if scope is not None and name not in cleared:
+                if comprehensions.owns(name) or _restores_on_error(instructions, index):
+                    continue
+                if scope is not None:
                     yield _Store(name, code, instruction.offset, augmented, scope)
+        else:
+            comprehensions.see(instruction)
         previous = instruction
     for constant in code.co_consts:
         if isinstance(constant, types.CodeType):
             inner = shared & frozenset(constant.co_freevars)
             if inner:
                 yield from _stores(constant, inner, nested=True)
+
+
+class _InlinedComprehensions:
+    """Python 3.12+ inlines comprehensions: their variables are the function's own names.
+
+    ``LOAD_FAST_AND_CLEAR name`` saves the outer value; the comprehension's
+    stores of ``name`` and the store that restores it after its loop
+    (``END_FOR``) rebind nothing the step sees, so they are not reported.
+    Before 3.12 no code has this instruction and nothing is skipped.
+    """
+
+    __slots__ = ("_depth", "_saved", "_restoring")
+
+    def __init__(self) -> None:
+        self._depth = 0  # loops open at this point of the code
+        self._saved: list[tuple[str, int]] = []  # (name, the loop depth its comprehension starts at)
+        self._restoring: set[str] = set()  # names whose next store is the restore
+
+    def see(self, instruction: dis.Instruction) -> None:
+        opname = instruction.opname
+        if opname == "LOAD_FAST_AND_CLEAR":
+            self._saved.append((instruction.argval, self._depth))
+        elif opname == "FOR_ITER":
+            self._depth += 1
+        elif opname in ("END_FOR", "END_ASYNC_FOR"):
+            self._depth -= 1
+            while self._saved and self._saved[-1][1] >= self._depth:
+                self._restoring.add(self._saved.pop()[0])
+
+    def owns(self, name: str) -> bool:
+        """Whether a store of ``name`` here is the comprehension's (its variable, or the restore)."""
+        if name in self._restoring:
+            self._restoring.discard(name)
+            return True
+        return any(saved == name for saved, _ in self._saved)
+
+
+def _restores_on_error(instructions: list[dis.Instruction], index: int) -> bool:
+    """Whether the store at ``index`` is an inlined comprehension's restore before ``RERAISE``."""
+    for instruction in instructions[index + 1 :]:
+        if instruction.opname == "RERAISE":
+            return True
+        if not instruction.opname.startswith("STORE_FAST"):
+            return False
+    return False
 
 
 def _scope(opname: str, name: str, code: types.CodeType, shared: frozenset[str] | None) -> str | None:
@@ -187,6 +246,18 @@ def _stored_names(instruction: dis.Instruction) -> tuple[str, ...]:
     return tuple(value) if isinstance(value, tuple) else (value,)
 
 
+_IN_PLACE_METHODS = {
+    "+=": "__iadd__", "-=": "__isub__", "*=": "__imul__", "/=": "__itruediv__",
+    "//=": "__ifloordiv__", "%=": "__imod__", "**=": "__ipow__", "@=": "__imatmul__",
+    "<<=": "__ilshift__", ">>=": "__irshift__", "&=": "__iand__", "|=": "__ior__", "^=": "__ixor__",
+}
+_PYTHON_310_OPERATORS = {  # INPLACE_<name> -> the operator
+    "ADD": "+=", "SUBTRACT": "-=", "MULTIPLY": "*=", "TRUE_DIVIDE": "/=", "FLOOR_DIVIDE": "//=",
+    "MODULO": "%=", "POWER": "**=", "MATRIX_MULTIPLY": "@=", "LSHIFT": "<<=", "RSHIFT": ">>=",
+    "AND": "&=", "OR": "|=", "XOR": "^=",
+}
+
+
 def _augmented_operator(instruction: dis.Instruction | None) -> str | None:
     """``"+="`` if ``instruction`` is the operation of an augmented assignment, else None."""
     if instruction is None:
@@ -194,8 +265,20 @@ def _augmented_operator(instruction: dis.Instruction | None) -> str | None:
     if instruction.opname == "BINARY_OP" and instruction.argrepr.endswith("="):  # Python 3.11+
         return instruction.argrepr
     if instruction.opname.startswith("INPLACE_"):  # Python 3.10
-        return "op="
+        return _PYTHON_310_OPERATORS.get(instruction.opname.removeprefix("INPLACE_"), "op=")
     return None
+
+
+def changes_in_place(value: Any, operator: str, in_place: Callable[[Any], bool]) -> bool:
+    """Whether ``value <operator> x`` (``+=``, ...) changes ``value`` itself.
+
+    The backend must say the value can change in place, and its type must
+    define the operator's in-place method (``__iadd__``): without one, Python
+    falls back to ``__add__`` and rebinds the name (a ``Fraction``, a
+    ``Decimal``, a TF tensor).
+    """
+    method = _IN_PLACE_METHODS.get(operator)
+    return in_place(value) and (method is None or hasattr(type(value), method))
 
 
 def _site(store: _Store) -> str:
@@ -222,3 +305,54 @@ def _without_comment(line: str) -> str:
     except (tokenize.TokenError, SyntaxError):  # a line of a statement that spans several
         pass
     return line.strip()
+
+
+# -- at run time: what a step returns
+
+
+def stray_names(step: Step, program: Program) -> frozenset[str]:
+    """The names of state a result of ``step`` may not hold: it would be dropped, not assigned.
+
+    Every state the step does not declare in ``updates``, unless it declares
+    an output of that name.
+    """
+    kept = {state.name for state in step.updates} | set(step.declared or ())
+    return frozenset(name for name in program.states if name not in kept)
+
+
+def check_in_place(step: Step, state: State, value: Any, in_place: Callable[[Any], bool]) -> None:
+    """Raise for a new value of ``state`` that a step updating it in place could not change."""
+    refused = [
+        (other, site)
+        for other, (site, operator) in state.updated_in_place.items()
+        if not changes_in_place(value, operator, in_place)
+    ]
+    if not refused:
+        return
+    other, site = refused[0]
+    raise StateUpdateError(
+        f"step {step.name!r} returned a {type(value).__name__} for state {state.name!r}, which "
+        f"cannot change in place, but step {other!r} updates {state.name!r} in place ({site}): "
+        f"that update would only rebind a local name. Return a value that changes in place "
+        f"(an array, not a NumPy scalar: np.asarray(...)), or declare updates=({state.name!r},) "
+        f"on step {other!r} too and return the new value there. The state keeps its value."
+    )
+
+
+def refuse_strays(step: Step, strays: frozenset[str], returned: Mapping[str, Any]) -> None:
+    """Raise for a result that holds state ``step`` does not declare updated: it would be dropped.
+
+    The live object itself under its state's name (returned for logging,
+    changed in place) is not dropped: it is the state.
+    """
+    states = step.program.states
+    names = sorted(name for name in strays.intersection(returned) if returned[name] is not states[name].value)
+    if not names:
+        return
+    listed = ", ".join(map(repr, names))
+    raise StateUpdateError(
+        f"step {step.name!r} returned {listed}, which {'is' if len(names) == 1 else 'are'} state it "
+        f"does not declare updated: the value would be dropped and the state would never change. "
+        f"Declare updates=({', '.join(map(repr, names))},) to assign it, or, for an output of that "
+        f"name, declare it in outputs. None of the values the step returned was assigned."
+    )

@@ -26,9 +26,10 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from looprt.errors import ClosedSessionError, FeedError, FetchError, StateUpdateError, TrainingEndedError
+from looprt.errors import ClosedSessionError, FeedError, FetchError, TrainingEndedError
 from looprt.program.handles import Handle, Input, Output, State, Step
 from looprt.program.program import Program
+from looprt.program.rebinding import check_in_place, refuse_strays, stray_names
 from looprt.structure import FetchPlan, PlanCache
 
 __all__ = ["ProgramSession"]
@@ -70,7 +71,7 @@ class _Resolved:
                 step.keywords,
                 step.updates,
                 step.advance_global_step,
-                _strays(step, program),
+                stray_names(step, program),
             )
             for step in self.steps
         ]
@@ -85,16 +86,6 @@ def _arguments(step: Step) -> tuple[tuple[Input | None, State | None], ...]:
         (handle, None) if type(handle) is Input else (None, handle)  # type: ignore[misc]
         for _, handle in step.bindings
     )
-
-
-def _strays(step: Step, program: Program) -> frozenset[str]:
-    """The names of state a result of ``step`` may not hold: it would be dropped, not assigned.
-
-    Every state the step does not declare in ``updates``, unless it declares
-    an output of that name.
-    """
-    kept = {state.name for state in step.updates} | set(step.declared or ())
-    return frozenset(name for name in program.states if name not in kept)
 
 
 def _handle_for(plan: FetchPlan, position: int, leaf: Any, program: Program) -> Handle:
@@ -289,10 +280,10 @@ class ProgramSession:
             if type(returned) is not dict or updates:
                 returned = step.results(returned)
                 if not strays.isdisjoint(returned):
-                    _refuse_strays(step, strays, returned)
+                    refuse_strays(step, strays, returned)
                 self._assign(step, returned)
             elif not strays.isdisjoint(returned):
-                _refuse_strays(step, strays, returned)
+                refuse_strays(step, strays, returned)
             results[step] = returned
             if advances:
                 if self._global_step.value is self._counter and self._counter_view is not None:
@@ -356,8 +347,8 @@ class ProgramSession:
                     f"step {step.name!r} declares updates of {state.name!r} but returned no "
                     f"{state.name!r} (it returned {', '.join(map(repr, results)) or 'nothing'})"
                 ) from None
-            if state.updated_in_place and not self.backend.updatable_in_place(value):
-                _refuse_immutable(step, state, value)
+            if state.updated_in_place:
+                check_in_place(step, state, value, self.backend.updatable_in_place)
             state.value = value
 
     def _raise_translated(self, error: Exception) -> None:
@@ -422,27 +413,3 @@ class ProgramSession:
             f"feed key {key!r} names no input of program {program.name!r} "
             f"(inputs: {', '.join(program.inputs) or 'none'})"
         )
-
-
-def _refuse_immutable(step: Step, state: State, value: Any) -> None:
-    """Raise for a new value of ``state`` that a step updating it in place could not change."""
-    (other, site), *_ = state.updated_in_place.items()
-    raise StateUpdateError(
-        f"step {step.name!r} returned a {type(value).__name__} for state {state.name!r}, which "
-        f"cannot change in place, but step {other!r} updates {state.name!r} in place ({site}): "
-        f"that update would only rebind a local name. Return a value that changes in place "
-        f"(an array, not a NumPy scalar: np.asarray(...)), or declare updates=({state.name!r},) "
-        f"on step {other!r} too and return the new value there. The state keeps its value."
-    )
-
-
-def _refuse_strays(step: Step, strays: frozenset[str], returned: Mapping[str, Any]) -> None:
-    """Raise for a result that holds state ``step`` does not declare updated: it would be dropped."""
-    names = sorted(strays.intersection(returned))
-    listed = ", ".join(map(repr, names))
-    raise StateUpdateError(
-        f"step {step.name!r} returned {listed}, which {'is' if len(names) == 1 else 'are'} state it "
-        f"does not declare updated: the value would be dropped and the state would never change. "
-        f"Declare updates=({', '.join(map(repr, names))},) to assign it, or, for an output of that "
-        f"name, declare it in outputs. None of the values the step returned was assigned."
-    )
