@@ -104,7 +104,7 @@ def check_rebinding(
             why = f"{site} binds a new object to {where} {target!r}"
         fix = (
             f"declare updates=({target!r},) and return the new value under {target!r}"
-            if where == "the local name"
+            if store.scope in ("local", "nested")
             else f"take the state as a parameter named {target!r}, declare updates=({target!r},) "
             f"and return the new value under {target!r}"
         )
@@ -322,14 +322,17 @@ def stray_names(step: Step, program: Program) -> frozenset[str]:
 
 def check_in_place(step: Step, state: State, value: Any, in_place: Callable[[Any], bool]) -> None:
     """Raise for a new value of ``state`` that a step updating it in place could not change."""
-    refused = [
-        (other, site)
-        for other, (site, operator) in state.updated_in_place.items()
-        if not changes_in_place(value, operator, in_place)
-    ]
-    if not refused:
+    refused = next(
+        (
+            (other, site)
+            for other, (site, operator) in state.updated_in_place.items()
+            if not changes_in_place(value, operator, in_place)
+        ),
+        None,
+    )
+    if refused is None:
         return
-    other, site = refused[0]
+    other, site = refused
     raise StateUpdateError(
         f"step {step.name!r} returned a {type(value).__name__} for state {state.name!r}, which "
         f"cannot change in place, but step {other!r} updates {state.name!r} in place ({site}): "

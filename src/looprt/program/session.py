@@ -277,13 +277,12 @@ class ProgramSession:
                 self._raise_translated(error)
                 raise
             # A dict is what most steps return: no need to ask Step.results to name it.
-            if type(returned) is not dict or updates:
+            if type(returned) is not dict:
                 returned = step.results(returned)
-                if not strays.isdisjoint(returned):
-                    refuse_strays(step, strays, returned)
-                self._assign(step, returned)
-            elif not strays.isdisjoint(returned):
+            if not strays.isdisjoint(returned):
                 refuse_strays(step, strays, returned)
+            if updates:
+                self._assign(step, returned)
             results[step] = returned
             if advances:
                 if self._global_step.value is self._counter and self._counter_view is not None:
